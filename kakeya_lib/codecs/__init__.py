@@ -1,0 +1,59 @@
+"""The codec registry: every codec is addressed by a spec string ``name[:key=value,...]``.
+
+>>> from kakeya_lib import codecs
+>>> codec = codecs.get("kakeya:bits=3,pca=rsvd,rank=32")
+>>> blob = codec.encode(x)          # bytes; ratio vs bf16 = 2*N*D / len(blob)
+>>> x_hat = codecs.decode(blob)     # the spec is read from the blob
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..container import read_container
+from ..errors import SpecError
+from .base import Codec, ratio_vs_bf16
+from .identity import IdentityCodec
+from .kakeya import KakeyaCodec
+from .spec import build_params, format_spec, split_spec
+
+_REGISTRY: dict[str, type[Codec]] = {}
+
+
+def register(cls: type[Codec]) -> type[Codec]:
+    """Add a codec class to the registry under ``cls.name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"codec name {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+for _cls in (IdentityCodec, KakeyaCodec):
+    register(_cls)
+
+
+def names() -> list[str]:
+    """Registered codec names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(spec: str) -> Codec:
+    """Build a codec from a spec string; unknown names or keys raise :class:`SpecError`."""
+    name, raw = split_spec(spec)
+    if name not in _REGISTRY:
+        raise SpecError(f"unknown codec {name!r}; registered codecs: {', '.join(names())}")
+    cls = _REGISTRY[name]
+    return cls(build_params(cls.Params, raw, name))
+
+
+def decode(blob: bytes, device: str | None = None) -> Any:
+    """Decode any blob with the codec named in its own header."""
+    return get(read_container(blob).spec).decode(blob, device=device)
+
+
+def ledger(blob: bytes) -> dict[str, int]:
+    """Per-component byte ledger of any blob (sums to ``len(blob)``)."""
+    return read_container(blob).ledger()
+
+
+__all__ = ["Codec", "decode", "format_spec", "get", "ledger", "names", "ratio_vs_bf16", "register"]

@@ -1,0 +1,330 @@
+"""KakeyaTurbo: per-block PCA skeleton + spherical k-means + rotated Lloyd–Max residual codes.
+
+For each block of ``block`` consecutive rows of ``x`` [N, D] (spec §1):
+
+1. skeleton: weighted mean μ and basis U [d_eff, D] (exact PCA or randomized SVD, or one basis
+   shared by all blocks), rounded to ``skel``; coefficients ``c = (x - μ) Uᵀ``;
+2. spherical k-means on ``c``: centre id ``seg`` and signed scale ``t`` per row;
+3. residual ``r = c - t·centre[seg]``, zero-padded to ``W = next_pow2(d_eff)``, rotated by the
+   orthogonal randomised Hadamard ``R`` and scaled to unit mean square: ``z = √W · R r / ‖r‖``;
+4. Lloyd–Max indices of ``z`` at ``bits`` bits; optional outliers ``|z| > T`` kept exactly;
+5. stored per row: ``seg`` (ceil(log2 k_eff) bits), quantiser indices (W·bits bits),
+   ``t`` and ``‖r‖`` (``scalars`` format), plus the sparse outliers.
+
+Decode: ``ẑ`` from the codebook, outliers written back, ``r̂ = Rᵀ(ẑ · ‖r‖ / √W)``,
+``x̂ = μ + (t·centre[seg] + r̂[:d_eff]) U``. This restores the residual norm for every ``metric``.
+
+Seed bugs, reproducible behind named flags (all off by default; spec §1.9, §10):
+
+* ``legacy_wht_scale``: residuals scaled by ``√W/‖r‖`` with the unnormalised WHT, i.e. a
+  per-coordinate variance of W instead of 1 (quantiser saturation).
+* ``legacy_ip_norm`` (needs ``metric=ip``): the norm slot stores ‖x‖ and decode ignores it, so
+  the residual comes back with unit norm instead of ‖r‖.
+* ``legacy_unrounded_t``: the residual is taken against the float32 ``t`` while decode uses
+  the rounded one.
+* ``legacy_rsvd_no_reorth`` / ``legacy_rsvd_sketch_vr``: see :mod:`kakeya_lib.stages.rsvd`.
+
+Byte layout: sections ``blocks`` (per block: d_eff u16, k_eff u16, n_outliers u32),
+``skeleton``, ``centres``, ``codes``, ``norms``, ``outliers`` and, for a custom codebook,
+``codebook``; within each section the blocks follow each other in order.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import floats
+from ..backend import to_device
+from ..bitpack import bits_for, pack_bits, packed_nbytes, unpack_bits
+from ..container import Container
+from ..errors import CorruptBlobError, InputError
+from ..stages import kmeans, lloyd_max, outliers, pca, rsvd, wht
+from .base import Codec, as_host_bytes
+
+SEED_ROTATION = 0xCAFEBABE  # the seed's default rotation seed (3405691582)
+_BLOCK_ROW = struct.Struct("<HHI")
+MAX_COLS = 4096
+
+
+@dataclass(frozen=True)
+class KakeyaParams:
+    """Parameters of the ``kakeya`` codec (keys of its spec string)."""
+
+    bits: int = 3  # Lloyd–Max bits per residual coordinate (1..8)
+    block: int = 512  # rows per block
+    pca: Literal["exact", "rsvd"] = "exact"  # skeleton fit
+    vr: float = 0.95  # variance ratio the skeleton keeps (0..1]
+    rank: int = 0  # exact: rank cap (0 = none); rsvd: target rank (0 = max(D/2, 8))
+    oversample: int = 8  # rsvd oversampling
+    power_iters: int = 2  # rsvd power iterations
+    k: int = 16  # spherical k-means centres per block
+    kmeans_iters: int = 32  # Lloyd iterations at most
+    skel: Literal["f16", "bf16", "f32"] = "f16"  # storage of mean, basis, centres
+    scalars: Literal["f16", "bf16", "f32"] = "f16"  # storage of t, residual norms, outlier values
+    outlier: float | None = None  # keep |z| > outlier exactly (None = off)
+    share_basis: bool = False  # one skeleton for the whole input (a layer stream)
+    metric: Literal["mse", "ip"] = "mse"  # ip only changes behaviour with legacy_ip_norm
+    codebook: str = "gaussian"  # "gaussian" or a path to a .npy / raw float32 table
+    seed: int = SEED_ROTATION  # WHT signs, k-means init, RSVD test matrix
+    legacy_wht_scale: bool = False
+    legacy_ip_norm: bool = False
+    legacy_unrounded_t: bool = False
+    legacy_rsvd_no_reorth: bool = False
+    legacy_rsvd_sketch_vr: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.bits <= lloyd_max.MAX_BITS, f"bits must be in 1..{lloyd_max.MAX_BITS}, got {self.bits}"),
+            (self.block >= 1, f"block must be >= 1, got {self.block}"),
+            (0.0 < self.vr <= 1.0, f"vr must be in (0, 1], got {self.vr}"),
+            (self.rank >= 0, f"rank must be >= 0, got {self.rank}"),
+            (self.oversample >= 0, f"oversample must be >= 0, got {self.oversample}"),
+            (self.power_iters >= 0, f"power_iters must be >= 0, got {self.power_iters}"),
+            (1 <= self.k <= 0xFFFF, f"k must be in 1..65535, got {self.k}"),
+            (self.kmeans_iters >= 1, f"kmeans_iters must be >= 1, got {self.kmeans_iters}"),
+            (self.outlier is None or self.outlier >= 0, f"outlier threshold must be >= 0, got {self.outlier}"),
+            (0 <= self.seed < 2**64, f"seed must be in [0, 2**64), got {self.seed}"),
+            (not self.legacy_ip_norm or self.metric == "ip", "legacy_ip_norm only applies with metric=ip"),
+            (
+                self.pca == "rsvd" or not (self.legacy_rsvd_no_reorth or self.legacy_rsvd_sketch_vr),
+                "legacy_rsvd_* flags only apply with pca=rsvd",
+            ),
+            (bool(self.codebook.strip()), "codebook must be 'gaussian' or a file path"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """One row of the ``blocks`` table."""
+
+    rows: int
+    d_eff: int
+    k_eff: int
+    n_outliers: int
+
+    @property
+    def width(self) -> int:
+        return wht.next_pow2(self.d_eff)
+
+
+class KakeyaCodec(Codec):
+    name = "kakeya"
+    Params = KakeyaParams
+    max_cols = MAX_COLS
+
+    # -- sizes ------------------------------------------------------------------------------
+    def _sizes(self, info: BlockInfo, d: int) -> dict[str, int]:
+        p = self.params
+        skel_b = floats.NBYTES[p.skel]
+        scal_b = floats.NBYTES[p.scalars]
+        n, w = info.rows, info.width
+        return {
+            "skeleton": 0 if p.share_basis else skel_b * (d + info.d_eff * d),
+            "centres": skel_b * info.k_eff * info.d_eff,
+            "seg": packed_nbytes(n, bits_for(info.k_eff)) if info.k_eff > 1 else 0,
+            "idx": packed_nbytes(n * w, p.bits),
+            "norms": 2 * scal_b * n,
+            "out_pos": packed_nbytes(info.n_outliers, max(1, bits_for(n * w))) if info.n_outliers else 0,
+            "out_val": scal_b * info.n_outliers,
+        }
+
+    def _codebook(self) -> np.ndarray:
+        if self.params.codebook == "gaussian":
+            return lloyd_max.gaussian_codebook(self.params.bits)
+        return lloyd_max.load_codebook(self.params.codebook, self.params.bits)
+
+    def _fit_skeleton(self, x: Any, w: Any | None, xp: ModuleType) -> pca.PcaFit:
+        p = self.params
+        d = int(x.shape[1])
+        if p.pca == "exact":
+            return pca.fit_exact(x, w, xp, p.vr, p.rank or None, p.skel)
+        target = p.rank or min(d, max(d // 2, 8))
+        return rsvd.fit_randomized(
+            x, w, xp, target, p.seed, p.oversample, p.power_iters, p.vr, p.skel,
+            legacy_no_reorth=p.legacy_rsvd_no_reorth, legacy_sketch_total=p.legacy_rsvd_sketch_vr,
+        )
+
+    # -- encode -----------------------------------------------------------------------------
+    def _encode(self, x: Any, weights: Any | None, xp: ModuleType) -> list[tuple[str, bytes]]:
+        p = self.params
+        x32 = x.astype(xp.float32, copy=False)
+        n, d = (int(s) for s in x32.shape)
+        levels_host = self._codebook()
+        levels = to_device(levels_host, xp)
+        shared = self._fit_skeleton(x32, weights, xp) if p.share_basis else None
+        out: dict[str, list[bytes]] = {k: [] for k in ("blocks", "skeleton", "centres", "codes", "norms", "outliers")}
+        if shared is not None:
+            out["skeleton"].append(self._skeleton_bytes(shared, xp))
+        for start in range(0, n, p.block):
+            xb = x32[start : start + p.block]
+            wb = None if weights is None else weights[start : start + p.block]
+            self._encode_block(xb, wb, shared, levels, out, xp)
+        sections = [(name, b"".join(parts)) for name, parts in out.items()]
+        if p.codebook != "gaussian":
+            sections.append(("codebook", levels_host.astype("<f4").tobytes()))
+        return sections
+
+    def _skeleton_bytes(self, fit: pca.PcaFit, xp: ModuleType) -> bytes:
+        skel = self.params.skel
+        return floats.to_bytes(fit.mean, skel, xp, "PCA mean") + floats.to_bytes(fit.basis, skel, xp, "PCA basis")
+
+    def _encode_block(
+        self, xb: Any, wb: Any | None, shared: pca.PcaFit | None, levels: Any, out: dict[str, list[bytes]], xp: ModuleType
+    ) -> None:
+        p = self.params
+        rows = int(xb.shape[0])
+        fit = shared if shared is not None else self._fit_skeleton(xb, wb, xp)
+        c = pca.project(fit, xb)  # [rows, d_eff]
+        centres = kmeans.fit(c, p.k, xp, wb, p.kmeans_iters, p.seed, p.skel)
+        seg, t = kmeans.assign(c, centres, xp)
+        t_stored = floats.round_to(t, p.scalars, xp, "k-means projections t")
+        res = c - (t if p.legacy_unrounded_t else t_stored)[:, None] * centres[seg]
+
+        d_eff = fit.d_eff
+        w = wht.next_pow2(d_eff)
+        y = wht.rotate(wht.pad_to(res, w, xp), p.seed, xp)  # [rows, w], ‖y‖ = ‖res‖
+        rnorm = xp.sqrt((res * res).sum(axis=1))
+        live = rnorm > np.float32(pca.EPS)
+        gain = math.sqrt(w) if p.legacy_wht_scale else 1.0
+        z = y * xp.where(live, np.float32(math.sqrt(w) * gain) / xp.maximum(rnorm, np.float32(pca.EPS)), 0)[:, None]
+        idx = lloyd_max.quantize(z, levels, xp)
+        if p.legacy_ip_norm:
+            norm_field = xp.sqrt((xb * xb).sum(axis=1))  # stored, never used by decode (seed bug)
+        else:
+            norm_field = xp.where(live, rnorm / np.float32(gain), 0)
+
+        if p.outlier is not None:
+            pos, vals = outliers.find(z, p.outlier, xp)
+        else:
+            pos, vals = xp.zeros(0, dtype=xp.int64), xp.zeros(0, dtype=xp.float32)
+        info = BlockInfo(rows=rows, d_eff=d_eff, k_eff=int(centres.shape[0]), n_outliers=int(pos.size))
+
+        out["blocks"].append(_BLOCK_ROW.pack(info.d_eff, info.k_eff, info.n_outliers))
+        if shared is None:
+            out["skeleton"].append(self._skeleton_bytes(fit, xp))
+        out["centres"].append(floats.to_bytes(centres, p.skel, xp, "k-means centres"))
+        seg_bytes = as_host_bytes(pack_bits(seg, bits_for(info.k_eff))) if info.k_eff > 1 else b""
+        out["codes"].append(seg_bytes + as_host_bytes(pack_bits(idx.reshape(-1), p.bits)))
+        out["norms"].append(
+            floats.to_bytes(t_stored, p.scalars, xp, "k-means projections t")
+            + floats.to_bytes(norm_field, p.scalars, xp, "residual norms")
+        )
+        if info.n_outliers:
+            pos_bits = max(1, bits_for(rows * w))
+            out["outliers"].append(
+                as_host_bytes(pack_bits(pos, pos_bits)) + floats.to_bytes(vals, p.scalars, xp, "outlier values")
+            )
+
+    # -- decode -----------------------------------------------------------------------------
+    def block_table(self, blob: bytes) -> list[BlockInfo]:
+        """Per-block rank, centre count and outlier count of a blob (validated)."""
+        box = self._open(blob)
+        return self._block_table(box)
+
+    def _block_table(self, box: Container) -> list[BlockInfo]:
+        p = self.params
+        n, d = box.n_rows, box.n_cols
+        n_blocks = -(-n // p.block)
+        raw = box.section("blocks")
+        if len(raw) != n_blocks * _BLOCK_ROW.size:
+            raise CorruptBlobError(f"blocks table has {len(raw)} bytes, {n_blocks} blocks need {n_blocks * _BLOCK_ROW.size}")
+        table = []
+        for i, (d_eff, k_eff, n_out) in enumerate(_BLOCK_ROW.iter_unpack(raw)):
+            rows = min(p.block, n - i * p.block)
+            info = BlockInfo(rows=rows, d_eff=d_eff, k_eff=k_eff, n_outliers=n_out)
+            if not 1 <= d_eff <= d:
+                raise CorruptBlobError(f"block {i}: rank {d_eff} outside 1..{d}")
+            if not 1 <= k_eff <= max(1, min(p.k, rows)):
+                raise CorruptBlobError(f"block {i}: {k_eff} centres for {rows} rows with k={p.k}")
+            if n_out > rows * info.width or (n_out and p.outlier is None):
+                raise CorruptBlobError(f"block {i}: {n_out} outliers is impossible here")
+            table.append(info)
+        if p.share_basis and len({b.d_eff for b in table}) > 1:
+            raise CorruptBlobError("blocks disagree on the rank of the shared basis")
+        return table
+
+    def _decode(self, box: Container, xp: ModuleType) -> Any:
+        p = self.params
+        d = box.n_cols
+        table = self._block_table(box)
+        sizes = [self._sizes(info, d) for info in table]
+        shared_bytes = (floats.NBYTES[p.skel] * (d + table[0].d_eff * d)) if p.share_basis else 0
+        expect = {
+            "skeleton": shared_bytes + sum(s["skeleton"] for s in sizes),
+            "centres": sum(s["centres"] for s in sizes),
+            "codes": sum(s["seg"] + s["idx"] for s in sizes),
+            "norms": sum(s["norms"] for s in sizes),
+            "outliers": sum(s["out_pos"] + s["out_val"] for s in sizes),
+        }
+        for name, nbytes in expect.items():
+            if len(box.section(name)) != nbytes:
+                raise CorruptBlobError(f"{name} section holds {len(box.section(name))} bytes, the block table implies {nbytes}")
+        levels = to_device(self._stored_codebook(box), xp)
+        cursors = {name: 0 for name in expect}
+
+        def take(name: str, nbytes: int) -> memoryview:
+            start = cursors[name]
+            cursors[name] = start + nbytes
+            return box.section(name)[start : start + nbytes]
+
+        shared = self._read_skeleton(take("skeleton", shared_bytes), table[0].d_eff, d, xp) if p.share_basis else None
+        parts = []
+        for info, size in zip(table, sizes):
+            fit = shared if shared is not None else self._read_skeleton(take("skeleton", size["skeleton"]), info.d_eff, d, xp)
+            parts.append(self._decode_block(info, size, fit, levels, take, xp))
+        return xp.concatenate(parts, axis=0)
+
+    def _stored_codebook(self, box: Container) -> np.ndarray:
+        if self.params.codebook == "gaussian":
+            if "codebook" in box.sections:
+                raise CorruptBlobError("unexpected codebook section for a gaussian-codebook codec")
+            return lloyd_max.gaussian_codebook(self.params.bits)
+        raw = box.section("codebook")
+        if len(raw) != 4 * (1 << self.params.bits):
+            raise CorruptBlobError(f"codebook section has {len(raw)} bytes, expected {4 * (1 << self.params.bits)}")
+        try:
+            return lloyd_max.validate_codebook(np.frombuffer(raw, dtype="<f4"), self.params.bits)
+        except InputError as exc:
+            raise CorruptBlobError(f"stored codebook is invalid: {exc}") from exc
+
+    def _read_skeleton(self, buf: memoryview, d_eff: int, d: int, xp: ModuleType) -> pca.PcaFit:
+        skel = self.params.skel
+        split = floats.NBYTES[skel] * d
+        mean = floats.from_bytes(buf[:split], skel, d, xp, "PCA mean")
+        basis = floats.from_bytes(buf[split:], skel, d_eff * d, xp, "PCA basis").reshape(d_eff, d)
+        return pca.PcaFit(mean=mean, basis=basis, eigenvalues=None, captured_variance=float("nan"))
+
+    def _decode_block(self, info: BlockInfo, size: dict[str, int], fit: pca.PcaFit, levels: Any, take: Any, xp: ModuleType) -> Any:
+        p = self.params
+        rows, w = info.rows, info.width
+        centres = floats.from_bytes(take("centres", size["centres"]), p.skel, info.k_eff * info.d_eff, xp, "centres")
+        centres = centres.reshape(info.k_eff, info.d_eff)
+        if info.k_eff > 1:
+            seg_packed = xp.asarray(np.frombuffer(take("codes", size["seg"]), dtype=np.uint8))
+            seg = unpack_bits(seg_packed, bits_for(info.k_eff), rows)
+            if int(seg.max()) >= info.k_eff:
+                raise CorruptBlobError("a centre id exceeds the block's centre count")
+        else:
+            seg = xp.zeros(rows, dtype=xp.int64)
+        idx_packed = xp.asarray(np.frombuffer(take("codes", size["idx"]), dtype=np.uint8))
+        zhat = lloyd_max.dequantize(unpack_bits(idx_packed, p.bits, rows * w).reshape(rows, w), levels, xp)
+        scalars = floats.from_bytes(take("norms", size["norms"]), p.scalars, 2 * rows, xp, "norms")
+        t, norm_field = scalars[:rows], scalars[rows:]
+        if info.n_outliers:
+            pos_buf = take("outliers", size["out_pos"])
+            pos = unpack_bits(xp.asarray(np.frombuffer(pos_buf, dtype=np.uint8)), max(1, bits_for(rows * w)), info.n_outliers)
+            vals = floats.from_bytes(take("outliers", size["out_val"]), p.scalars, info.n_outliers, xp, "outliers")
+            zhat = outliers.apply(zhat, pos, vals, xp)
+        res_norm = xp.ones_like(norm_field) if p.legacy_ip_norm else norm_field
+        r_hat = wht.inverse_rotate(zhat * (res_norm / np.float32(math.sqrt(w)))[:, None], p.seed, xp)
+        c_hat = t[:, None] * centres[seg] + r_hat[:, : info.d_eff]
+        return pca.unproject(fit, c_hat)

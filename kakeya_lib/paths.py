@@ -1,0 +1,16 @@
+"""The repository's folders as pathlib constants, so no module writes ``../`` paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+DATA_DIR = REPO_ROOT / "data"
+RESULTS_DIR = DATA_DIR / "results"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+BOOK_DIR = REPO_ROOT / "book"
+PAPER_DIR = REPO_ROOT / "paper"
+BENCHMARKS_DIR = REPO_ROOT / "benchmarks"
+# Ignored by git: converted models, captured tensors, other large generated files.
+CACHE_DIR = REPO_ROOT / ".cache"
