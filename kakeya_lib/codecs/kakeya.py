@@ -45,6 +45,7 @@ from ..bitpack import bits_for, pack_bits, packed_nbytes, unpack_bits
 from ..container import Container
 from ..errors import CorruptBlobError, InputError
 from ..stages import kmeans, lloyd_max, outliers, pca, rsvd, wht
+from ..timing import STAGES
 from .base import Codec, as_host_bytes
 
 SEED_ROTATION = 0xCAFEBABE  # the seed's default rotation seed (3405691582)
@@ -182,47 +183,51 @@ class KakeyaCodec(Codec):
     ) -> None:
         p = self.params
         rows = int(xb.shape[0])
-        fit = shared if shared is not None else self._fit_skeleton(xb, wb, xp)
-        c = pca.project(fit, xb)  # [rows, d_eff]
-        centres = kmeans.fit(c, p.k, xp, wb, p.kmeans_iters, p.seed, p.skel)
-        seg, t = kmeans.assign(c, centres, xp)
-        t_stored = floats.round_to(t, p.scalars, xp, "k-means projections t")
-        res = c - (t if p.legacy_unrounded_t else t_stored)[:, None] * centres[seg]
+        with STAGES.stage("encode/skeleton", xp):
+            fit = shared if shared is not None else self._fit_skeleton(xb, wb, xp)
+            c = pca.project(fit, xb)  # [rows, d_eff]
+        with STAGES.stage("encode/kmeans", xp):
+            centres = kmeans.fit(c, p.k, xp, wb, p.kmeans_iters, p.seed, p.skel)
+            seg, t = kmeans.assign(c, centres, xp)
+            t_stored = floats.round_to(t, p.scalars, xp, "k-means projections t")
+            res = c - (t if p.legacy_unrounded_t else t_stored)[:, None] * centres[seg]
 
         d_eff = fit.d_eff
         w = wht.next_pow2(d_eff)
-        y = wht.rotate(wht.pad_to(res, w, xp), p.seed, xp)  # [rows, w], ‖y‖ = ‖res‖
-        rnorm = xp.sqrt((res * res).sum(axis=1))
-        live = rnorm > np.float32(pca.EPS)
-        gain = math.sqrt(w) if p.legacy_wht_scale else 1.0
-        z = y * xp.where(live, np.float32(math.sqrt(w) * gain) / xp.maximum(rnorm, np.float32(pca.EPS)), 0)[:, None]
-        idx = lloyd_max.quantize(z, levels, xp)
+        with STAGES.stage("encode/rotate", xp):
+            y = wht.rotate(wht.pad_to(res, w, xp), p.seed, xp)  # [rows, w], ‖y‖ = ‖res‖
+            rnorm = xp.sqrt((res * res).sum(axis=1))
+            live = rnorm > np.float32(pca.EPS)
+            gain = math.sqrt(w) if p.legacy_wht_scale else 1.0
+            z = y * xp.where(live, np.float32(math.sqrt(w) * gain) / xp.maximum(rnorm, np.float32(pca.EPS)), 0)[:, None]
+        with STAGES.stage("encode/quantize", xp):
+            idx = lloyd_max.quantize(z, levels, xp)
+            if p.outlier is not None:
+                pos, vals = outliers.find(z, p.outlier, xp)
+            else:
+                pos, vals = xp.zeros(0, dtype=xp.int64), xp.zeros(0, dtype=xp.float32)
         if p.legacy_ip_norm:
             norm_field = xp.sqrt((xb * xb).sum(axis=1))  # stored, never used by decode (seed bug)
         else:
             norm_field = xp.where(live, rnorm / np.float32(gain), 0)
-
-        if p.outlier is not None:
-            pos, vals = outliers.find(z, p.outlier, xp)
-        else:
-            pos, vals = xp.zeros(0, dtype=xp.int64), xp.zeros(0, dtype=xp.float32)
         info = BlockInfo(rows=rows, d_eff=d_eff, k_eff=int(centres.shape[0]), n_outliers=int(pos.size))
 
-        out["blocks"].append(_BLOCK_ROW.pack(info.d_eff, info.k_eff, info.n_outliers))
-        if shared is None:
-            out["skeleton"].append(self._skeleton_bytes(fit, xp))
-        out["centres"].append(floats.to_bytes(centres, p.skel, xp, "k-means centres"))
-        seg_bytes = as_host_bytes(pack_bits(seg, bits_for(info.k_eff))) if info.k_eff > 1 else b""
-        out["codes"].append(seg_bytes + as_host_bytes(pack_bits(idx.reshape(-1), p.bits)))
-        out["norms"].append(
-            floats.to_bytes(t_stored, p.scalars, xp, "k-means projections t")
-            + floats.to_bytes(norm_field, p.scalars, xp, "residual norms")
-        )
-        if info.n_outliers:
-            pos_bits = max(1, bits_for(rows * w))
-            out["outliers"].append(
-                as_host_bytes(pack_bits(pos, pos_bits)) + floats.to_bytes(vals, p.scalars, xp, "outlier values")
+        with STAGES.stage("encode/pack", xp):
+            out["blocks"].append(_BLOCK_ROW.pack(info.d_eff, info.k_eff, info.n_outliers))
+            if shared is None:
+                out["skeleton"].append(self._skeleton_bytes(fit, xp))
+            out["centres"].append(floats.to_bytes(centres, p.skel, xp, "k-means centres"))
+            seg_bytes = as_host_bytes(pack_bits(seg, bits_for(info.k_eff))) if info.k_eff > 1 else b""
+            out["codes"].append(seg_bytes + as_host_bytes(pack_bits(idx.reshape(-1), p.bits)))
+            out["norms"].append(
+                floats.to_bytes(t_stored, p.scalars, xp, "k-means projections t")
+                + floats.to_bytes(norm_field, p.scalars, xp, "residual norms")
             )
+            if info.n_outliers:
+                pos_bits = max(1, bits_for(rows * w))
+                out["outliers"].append(
+                    as_host_bytes(pack_bits(pos, pos_bits)) + floats.to_bytes(vals, p.scalars, xp, "outlier values")
+                )
 
     # -- decode -----------------------------------------------------------------------------
     def block_table(self, blob: bytes) -> list[BlockInfo]:
@@ -306,25 +311,30 @@ class KakeyaCodec(Codec):
     def _decode_block(self, info: BlockInfo, size: dict[str, int], fit: pca.PcaFit, levels: Any, take: Any, xp: ModuleType) -> Any:
         p = self.params
         rows, w = info.rows, info.width
-        centres = floats.from_bytes(take("centres", size["centres"]), p.skel, info.k_eff * info.d_eff, xp, "centres")
-        centres = centres.reshape(info.k_eff, info.d_eff)
-        if info.k_eff > 1:
-            seg_packed = xp.asarray(np.frombuffer(take("codes", size["seg"]), dtype=np.uint8))
-            seg = unpack_bits(seg_packed, bits_for(info.k_eff), rows)
-            if int(seg.max()) >= info.k_eff:
-                raise CorruptBlobError("a centre id exceeds the block's centre count")
-        else:
-            seg = xp.zeros(rows, dtype=xp.int64)
-        idx_packed = xp.asarray(np.frombuffer(take("codes", size["idx"]), dtype=np.uint8))
-        zhat = lloyd_max.dequantize(unpack_bits(idx_packed, p.bits, rows * w).reshape(rows, w), levels, xp)
-        scalars = floats.from_bytes(take("norms", size["norms"]), p.scalars, 2 * rows, xp, "norms")
-        t, norm_field = scalars[:rows], scalars[rows:]
-        if info.n_outliers:
-            pos_buf = take("outliers", size["out_pos"])
-            pos = unpack_bits(xp.asarray(np.frombuffer(pos_buf, dtype=np.uint8)), max(1, bits_for(rows * w)), info.n_outliers)
-            vals = floats.from_bytes(take("outliers", size["out_val"]), p.scalars, info.n_outliers, xp, "outliers")
-            zhat = outliers.apply(zhat, pos, vals, xp)
-        res_norm = xp.ones_like(norm_field) if p.legacy_ip_norm else norm_field
-        r_hat = wht.inverse_rotate(zhat * (res_norm / np.float32(math.sqrt(w)))[:, None], p.seed, xp)
-        c_hat = t[:, None] * centres[seg] + r_hat[:, : info.d_eff]
-        return pca.unproject(fit, c_hat)
+        with STAGES.stage("decode/unpack", xp):
+            centres = floats.from_bytes(take("centres", size["centres"]), p.skel, info.k_eff * info.d_eff, xp, "centres")
+            centres = centres.reshape(info.k_eff, info.d_eff)
+            if info.k_eff > 1:
+                seg_packed = xp.asarray(np.frombuffer(take("codes", size["seg"]), dtype=np.uint8))
+                seg = unpack_bits(seg_packed, bits_for(info.k_eff), rows)
+                if int(seg.max()) >= info.k_eff:
+                    raise CorruptBlobError("a centre id exceeds the block's centre count")
+            else:
+                seg = xp.zeros(rows, dtype=xp.int64)
+            idx_packed = xp.asarray(np.frombuffer(take("codes", size["idx"]), dtype=np.uint8))
+            idx = unpack_bits(idx_packed, p.bits, rows * w).reshape(rows, w)
+            scalars = floats.from_bytes(take("norms", size["norms"]), p.scalars, 2 * rows, xp, "norms")
+            t, norm_field = scalars[:rows], scalars[rows:]
+        with STAGES.stage("decode/dequantize", xp):
+            zhat = lloyd_max.dequantize(idx, levels, xp)
+            if info.n_outliers:
+                pos_buf = take("outliers", size["out_pos"])
+                pos = unpack_bits(xp.asarray(np.frombuffer(pos_buf, dtype=np.uint8)), max(1, bits_for(rows * w)), info.n_outliers)
+                vals = floats.from_bytes(take("outliers", size["out_val"]), p.scalars, info.n_outliers, xp, "outliers")
+                zhat = outliers.apply(zhat, pos, vals, xp)
+        with STAGES.stage("decode/rotate", xp):
+            res_norm = xp.ones_like(norm_field) if p.legacy_ip_norm else norm_field
+            r_hat = wht.inverse_rotate(zhat * (res_norm / np.float32(math.sqrt(w)))[:, None], p.seed, xp)
+        with STAGES.stage("decode/unproject", xp):
+            c_hat = t[:, None] * centres[seg] + r_hat[:, : info.d_eff]
+            return pca.unproject(fit, c_hat)

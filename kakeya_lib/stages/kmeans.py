@@ -70,17 +70,16 @@ def fit(
     centres = u[xp.asarray(chosen)]
 
     prev = None
-    rows = xp.arange(n_valid)
+    labels = xp.arange(k_eff)[None, :]
     for _ in range(int(max_iter)):
         sims = u @ centres.T  # [n_valid, k_eff]
         assign = xp.argmax(xp.abs(sims), axis=1)
         if prev is not None and bool((assign == prev).all()):
             break
         prev = assign
-        signs = xp.where(sims[rows, assign] < 0, -1.0, 1.0).astype(xp.float32)
-        onehot = xp.zeros((n_valid, k_eff), dtype=xp.float32)
-        onehot[rows, assign] = w * signs
-        sums = onehot.T @ u  # [k_eff, d]
+        member = assign[:, None] == labels  # [n_valid, k_eff] one-hot
+        signed = xp.where(sims < 0, np.float32(-1), np.float32(1)) * w[:, None]
+        sums = (member * signed).T @ u  # [k_eff, d]: Σ w_i sign_i u_i per cluster
         snorm = xp.sqrt((sums * sums).sum(axis=1))
         keep_old = snorm <= np.float32(EPS)  # empty cluster keeps its centre
         centres = xp.where(keep_old[:, None], centres, sums / xp.maximum(snorm, np.float32(EPS))[:, None])

@@ -1,0 +1,44 @@
+# Two commands a new user needs (each sets the environment up first, idempotently):
+#   make reproduce   the main job (today: the codec demo table on synthetic data)
+#   make test        the default test suite
+# Other targets: setup, test-all (includes slow tests), bench, clean (never deletes results).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Re-install when the dependency lists or the package metadata change.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: setup test test-all reproduce bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# Exact pin: any looser torch spec downloads a multi-GB CUDA build.
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet --no-deps -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ""
+
+reproduce: setup
+	$(VENV)/bin/kakeya demo
+
+bench: setup
+	mkdir -p data/results/bench
+	$(VENV)/bin/kakeya bench --json data/results/bench/codec_cpu.json
+
+clean:
+	rm -rf .pytest_cache .hypothesis build dist *.egg-info
+	find . -name __pycache__ -prune -exec rm -rf {} +
