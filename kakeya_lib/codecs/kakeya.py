@@ -143,16 +143,20 @@ class KakeyaCodec(Codec):
             return lloyd_max.gaussian_codebook(self.params.bits)
         return lloyd_max.load_codebook(self.params.codebook, self.params.bits)
 
-    def _fit_skeleton(self, x: Any, w: Any | None, xp: ModuleType) -> pca.PcaFit:
+    def _fit_skeletons(self, x: Any, w: Any | None, xp: ModuleType) -> list[pca.PcaFit]:
+        """Skeletons of B equal-size blocks x [B, n, D] (weights [B, n] or None)."""
         p = self.params
-        d = int(x.shape[1])
+        d = int(x.shape[2])
         if p.pca == "exact":
-            return pca.fit_exact(x, w, xp, p.vr, p.rank or None, p.skel)
+            return pca.fit_exact_batched(x, w, xp, p.vr, p.rank or None, p.skel)
         target = p.rank or min(d, max(d // 2, 8))
-        return rsvd.fit_randomized(
-            x, w, xp, target, p.seed, p.oversample, p.power_iters, p.vr, p.skel,
-            legacy_no_reorth=p.legacy_rsvd_no_reorth, legacy_sketch_total=p.legacy_rsvd_sketch_vr,
-        )
+        return [
+            rsvd.fit_randomized(
+                x[i], None if w is None else w[i], xp, target, p.seed, p.oversample, p.power_iters, p.vr, p.skel,
+                legacy_no_reorth=p.legacy_rsvd_no_reorth, legacy_sketch_total=p.legacy_rsvd_sketch_vr,
+            )
+            for i in range(int(x.shape[0]))
+        ]
 
     # -- encode -----------------------------------------------------------------------------
     def _encode(self, x: Any, weights: Any | None, xp: ModuleType) -> list[tuple[str, bytes]]:
@@ -161,14 +165,33 @@ class KakeyaCodec(Codec):
         n, d = (int(s) for s in x32.shape)
         levels_host = self._codebook()
         levels = to_device(levels_host, xp)
-        shared = self._fit_skeleton(x32, weights, xp) if p.share_basis else None
         out: dict[str, list[bytes]] = {k: [] for k in ("blocks", "skeleton", "centres", "codes", "norms", "outliers")}
-        if shared is not None:
+        shared = None
+        if p.share_basis:
+            with STAGES.stage("encode/skeleton", xp):
+                shared = self._fit_skeletons(x32[None], None if weights is None else weights[None], xp)[0]
             out["skeleton"].append(self._skeleton_bytes(shared, xp))
-        for start in range(0, n, p.block):
-            xb = x32[start : start + p.block]
-            wb = None if weights is None else weights[start : start + p.block]
-            self._encode_block(xb, wb, shared, levels, out, xp)
+        # Blocks of equal size are fitted together (batched PCA and k-means); the short tail after.
+        n_full, tail = divmod(n, p.block)
+        groups = [(0, n_full, p.block)] if n_full else []
+        if tail:
+            groups.append((n_full * p.block, 1, tail))
+        for start, count, rows in groups:
+            xb = x32[start : start + count * rows].reshape(count, rows, d)
+            wb = None if weights is None else weights[start : start + count * rows].reshape(count, rows)
+            with STAGES.stage("encode/skeleton", xp):
+                fits = [shared] * count if shared is not None else self._fit_skeletons(xb, wb, xp)
+                coeffs = [pca.project(fit, xb[i]) for i, fit in enumerate(fits)]  # [rows, d_eff_i]
+            with STAGES.stage("encode/kmeans", xp):
+                d_max = max(fit.d_eff for fit in fits)
+                padded = xp.zeros((count, rows, d_max), dtype=xp.float32)
+                for i, c in enumerate(coeffs):
+                    padded[i, :, : c.shape[1]] = c
+                centres = kmeans.fit_batched(padded, p.k, xp, wb, p.kmeans_iters, p.seed, p.skel)
+            for i, fit in enumerate(fits):
+                self._encode_block(
+                    xb[i], fit, coeffs[i], centres[i][:, : fit.d_eff], levels, out, xp, write_skeleton=shared is None
+                )
         sections = [(name, b"".join(parts)) for name, parts in out.items()]
         if p.codebook != "gaussian":
             sections.append(("codebook", levels_host.astype("<f4").tobytes()))
@@ -179,15 +202,20 @@ class KakeyaCodec(Codec):
         return floats.to_bytes(fit.mean, skel, xp, "PCA mean") + floats.to_bytes(fit.basis, skel, xp, "PCA basis")
 
     def _encode_block(
-        self, xb: Any, wb: Any | None, shared: pca.PcaFit | None, levels: Any, out: dict[str, list[bytes]], xp: ModuleType
+        self,
+        xb: Any,
+        fit: pca.PcaFit,
+        c: Any,
+        centres: Any,
+        levels: Any,
+        out: dict[str, list[bytes]],
+        xp: ModuleType,
+        write_skeleton: bool,
     ) -> None:
+        """Code one block x [rows, D] given its skeleton, coefficients c [rows, d_eff] and centres."""
         p = self.params
         rows = int(xb.shape[0])
-        with STAGES.stage("encode/skeleton", xp):
-            fit = shared if shared is not None else self._fit_skeleton(xb, wb, xp)
-            c = pca.project(fit, xb)  # [rows, d_eff]
         with STAGES.stage("encode/kmeans", xp):
-            centres = kmeans.fit(c, p.k, xp, wb, p.kmeans_iters, p.seed, p.skel)
             seg, t = kmeans.assign(c, centres, xp)
             t_stored = floats.round_to(t, p.scalars, xp, "k-means projections t")
             res = c - (t if p.legacy_unrounded_t else t_stored)[:, None] * centres[seg]
@@ -214,7 +242,7 @@ class KakeyaCodec(Codec):
 
         with STAGES.stage("encode/pack", xp):
             out["blocks"].append(_BLOCK_ROW.pack(info.d_eff, info.k_eff, info.n_outliers))
-            if shared is None:
+            if write_skeleton:
                 out["skeleton"].append(self._skeleton_bytes(fit, xp))
             out["centres"].append(floats.to_bytes(centres, p.skel, xp, "k-means centres"))
             seg_bytes = as_host_bytes(pack_bits(seg, bits_for(info.k_eff))) if info.k_eff > 1 else b""

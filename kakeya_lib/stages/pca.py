@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import floats
+from ..backend import to_host
 from ..errors import InputError
 
 EPS = float(np.finfo(np.float32).eps)
@@ -104,22 +105,46 @@ def fit_exact(
     rank_cap : int or None, keep at most this many components
     storage : "f16" | "bf16" | "f32", format the mean and basis are rounded to
     """
-    n, d = x.shape
+    return fit_exact_batched(x[None], None if w is None else w[None], xp, variance_ratio, rank_cap, storage)[0]
+
+
+def fit_exact_batched(
+    x: Any,
+    w: Any | None,
+    xp: ModuleType,
+    variance_ratio: float = 0.95,
+    rank_cap: int | None = None,
+    storage: str = "f16",
+) -> list[PcaFit]:
+    """:func:`fit_exact` on B blocks at once: x [B, n, D], w [B, n] or None -> B fits."""
+    b_count, n, d = x.shape
     if n == 0 or d == 0:
-        raise InputError(f"PCA needs a non-empty block, got shape ({n}, {d})")
-    mean, total_w = weighted_mean(x, w, xp)
-    a = centred_weighted(x, w, mean, xp)
-    cov = (a.T @ a) / np.float32(total_w)
-    vals, vecs = xp.linalg.eigh(cov)  # ascending
-    vals, vecs = vals[::-1], vecs[:, ::-1]
-    host_vals = np.asarray(vals.get() if xp is not np else vals, dtype=np.float64)
-    k = rank_for_variance(host_vals, variance_ratio)
-    if rank_cap is not None:
-        k = min(k, max(int(rank_cap), 1))
-    k = min(max(k, 1), d)
-    lam = np.clip(host_vals, 0, None)
-    captured = lam[:k].sum() / lam.sum() if lam.sum() > EPS else 1.0
-    return finish_fit(mean, vecs[:, :k].T, vals, captured, storage, xp)
+        raise InputError(f"PCA needs non-empty blocks, got shape ({n}, {d})")
+    if w is None:
+        mean = x.mean(axis=1)
+        totals = [float(n)] * b_count
+        a = x - mean[:, None, :]
+    else:
+        totals = [float(t) for t in np.asarray(to_host(w.sum(axis=1)))]
+        if min(totals) <= EPS:
+            raise InputError("the row weights of a block sum to zero; at least one row needs a positive weight")
+        tw = xp.asarray(np.asarray(totals, dtype=np.float32))
+        mean = (w[:, :, None] * x).sum(axis=1) / tw[:, None]
+        a = (x - mean[:, None, :]) * xp.sqrt(w)[:, :, None]
+    cov = (a.transpose(0, 2, 1) @ a) / xp.asarray(np.asarray(totals, dtype=np.float32))[:, None, None]
+    vals, vecs = xp.linalg.eigh(cov)  # ascending, batched
+    vals, vecs = vals[:, ::-1], vecs[:, :, ::-1]
+    host_vals = np.asarray(to_host(vals), dtype=np.float64)
+    fits = []
+    for i in range(b_count):
+        k = rank_for_variance(host_vals[i], variance_ratio)
+        if rank_cap is not None:
+            k = min(k, max(int(rank_cap), 1))
+        k = min(max(k, 1), d)
+        lam = np.clip(host_vals[i], 0, None)
+        captured = lam[:k].sum() / lam.sum() if lam.sum() > EPS else 1.0
+        fits.append(finish_fit(mean[i], vecs[i, :, :k].T, vals[i], captured, storage, xp))
+    return fits
 
 
 def project(fit: PcaFit, x: Any) -> Any:

@@ -45,6 +45,7 @@ def _hadamard_host(w: int) -> np.ndarray:
     h = np.ones((1, 1), dtype=np.float32)
     while h.shape[0] < w:
         h = np.block([[h, h], [h, -h]])
+    h.setflags(write=False)
     return h
 
 
@@ -56,14 +57,16 @@ def hadamard(w: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _rotation_host(w: int, seed: int) -> np.ndarray:
-    return (_hadamard_host(w) * rademacher_signs(w, seed)[None, :] / np.sqrt(np.float32(w))).astype(np.float32)
+    r = (_hadamard_host(w) * rademacher_signs(w, seed)[None, :] / np.sqrt(np.float32(w))).astype(np.float32)
+    r.setflags(write=False)  # shared by every caller: mutating it would corrupt later rotations
+    return r
 
 
 _device_cache: dict[tuple[int, int, int], Any] = {}
 
 
 def rotation_matrix(w: int, seed: int, xp: ModuleType) -> Any:
-    """The orthogonal matrix ``R = H diag(s) / sqrt(w)`` [w, w] on ``xp`` (cached)."""
+    """The orthogonal matrix ``R = H diag(s) / sqrt(w)`` [w, w] on ``xp`` (cached; read-only on numpy)."""
     _check_pow2(w)
     if xp is np:
         return _rotation_host(w, seed)
