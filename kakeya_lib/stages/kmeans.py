@@ -94,7 +94,7 @@ def _first_argmax(a: Any, xp: ModuleType) -> Any:
     short-axis argmax: mark the maxima, weight them k..1, and take the largest weight."""
     k = a.shape[1]
     is_max = a == a.max(axis=1, keepdims=True)
-    weight = xp.arange(k, 0, -1, dtype=xp.int16)[None, :, None]
+    weight = xp.arange(k, 0, -1, dtype=xp.int32)[None, :, None]
     return k - (is_max * weight).max(axis=1).astype(xp.int64)
 
 

@@ -21,7 +21,7 @@ def apply(zhat: Any, positions: Any, values: Any, xp: ModuleType) -> Any:
     if positions.size == 0:
         return zhat
     flat = zhat.reshape(-1)
-    if int(positions.max()) >= flat.size:
+    if int(positions.max()) >= flat.size or int(positions.min()) < 0:
         raise CorruptBlobError("outlier position lies outside the block")
     if positions.size > 1 and not bool((positions[1:] > positions[:-1]).all()):
         raise CorruptBlobError("outlier positions are not strictly ascending")

@@ -58,15 +58,24 @@ def centred_weighted(x: Any, w: Any | None, mean: Any, xp: ModuleType) -> Any:
     return a if w is None else a * xp.sqrt(w)[:, None]
 
 
-def rank_for_variance(eigvals: Any, variance_ratio: float, total: float | None = None) -> int:
-    """Smallest k with (sum of the top-k clipped eigenvalues) / total >= variance_ratio (>= 1)."""
+# Shares within this of the target count as reaching it: eigenvalues and ‖A‖_F² come from float32
+# arithmetic, so "captures 100 %" can only be decided to about float32 precision.
+VARIANCE_SLACK = 1e-6
+
+
+def rank_for_variance(
+    eigvals: Any, variance_ratio: float, total: float | None = None, slack: float = VARIANCE_SLACK
+) -> int:
+    """Smallest k with (sum of the top-k clipped eigenvalues) / total >= variance_ratio - slack (>= 1)."""
+    if not np.isfinite(variance_ratio):
+        raise InputError(f"variance ratio must be a finite number, got {variance_ratio!r}")
     lam = np.clip(np.asarray(eigvals, dtype=np.float64), 0, None)
     total = float(lam.sum()) if total is None else float(total)
     if total <= EPS:
         return 1
     vr = min(max(float(variance_ratio), 0.0), 1.0)
     cum = np.cumsum(lam) / total
-    hit = np.nonzero(cum >= vr - 1e-12)[0]
+    hit = np.nonzero(cum >= vr - slack)[0]
     return int(hit[0]) + 1 if hit.size else int(lam.size)
 
 
@@ -120,6 +129,8 @@ def fit_exact_batched(
     b_count, n, d = x.shape
     if n == 0 or d == 0:
         raise InputError(f"PCA needs non-empty blocks, got shape ({n}, {d})")
+    if w is not None and tuple(w.shape) != (b_count, n):
+        raise InputError(f"weights must have one entry per row: shape {(b_count, n)}, got {tuple(w.shape)}")
     if w is None:
         mean = x.mean(axis=1)
         totals = [float(n)] * b_count

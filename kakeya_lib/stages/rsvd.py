@@ -19,7 +19,7 @@ import numpy as np
 
 from ..backend import host_rng, to_device
 from ..errors import InputError
-from .pca import EPS, PcaFit, centred_weighted, finish_fit, rank_for_variance, weighted_mean
+from .pca import EPS, VARIANCE_SLACK, PcaFit, centred_weighted, finish_fit, rank_for_variance, weighted_mean
 
 RSVD_SEED_OFFSET = 0x9E37_79B9_7F4A_7C15
 
@@ -47,6 +47,8 @@ def fit_randomized(
     The Gaussian test matrix [n, r] is drawn on the host from ``seed ^ RSVD_SEED_OFFSET``.
     """
     n, d = x.shape
+    if w is not None and tuple(w.shape) != (n,):
+        raise InputError(f"weights must have one entry per row: shape ({n},), got {tuple(w.shape)}")
     if target_rank < 1:
         raise InputError(f"RSVD target rank must be >= 1, got {target_rank}")
     if oversample < 0 or power_iters < 0:
@@ -74,7 +76,9 @@ def fit_randomized(
     host_lam = np.asarray(lam.get() if xp is not np else lam, dtype=np.float64)
     true_total = float((a.astype(xp.float32) ** 2).sum()) / total_w
     total = float(host_lam.sum()) if legacy_sketch_total else true_total
-    keep = rank_for_variance(host_lam, variance_ratio, total) if total > EPS else 1
+    # legacy: the seed's exact comparison against the sketch total (vr=1 keeps every sketched component)
+    slack = 0.0 if legacy_sketch_total else VARIANCE_SLACK
+    keep = rank_for_variance(host_lam, variance_ratio, total, slack) if total > EPS else 1
     keep = min(max(keep, 1), k)
     captured = float(host_lam[:keep].sum() / true_total) if true_total > EPS else 1.0
     return finish_fit(mean, basis_all[:keep], lam, min(captured, 1.0), storage, xp)
