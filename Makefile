@@ -35,8 +35,8 @@ reproduce: setup
 	$(VENV)/bin/kakeya demo
 
 bench: setup
-	mkdir -p data/results/bench
-	$(VENV)/bin/kakeya bench --json data/results/bench/codec_cpu.json
+	$(VENV)/bin/kakeya bench --json data/results/bench/codec_cpu_kv_like.json
+	$(VENV)/bin/kakeya bench --data gaussian --json data/results/bench/codec_cpu_gaussian.json
 
 clean:
 	rm -rf .pytest_cache .hypothesis build dist *.egg-info

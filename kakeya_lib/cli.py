@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import __version__, backend, codecs, synthetic
+from . import __version__, backend, codecs, provenance, synthetic
 from .errors import KakeyaError
 from .timing import STAGES
 
@@ -134,7 +134,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for stage, mbps in r["stage_MBps"].items():
             print(f"    {stage:<20} {mbps:10.1f} MB/s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"version": __version__, "results": results}, indent=2))
+        meta = provenance.collect(command="bench", codec=args.codec, rows=args.rows, dims=args.dims,
+                                  repeat=args.repeat, data=args.data)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"provenance": meta, "results": results}, indent=2))
     return 0
 
 
