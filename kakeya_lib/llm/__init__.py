@@ -1,0 +1,1 @@
+"""Language-model side of the artifact: models, pre-RoPE KV capture, evaluation corpora."""

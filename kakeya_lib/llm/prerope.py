@@ -1,0 +1,168 @@
+"""Pre-RoPE KV cache: the cache holds keys *before* rotary position embedding (spec §4.2).
+
+A codec must never see RoPE phase, so :func:`patch_model` swaps each attention module's
+``forward`` for one that stores un-rotated keys in a :class:`PreRopeCache` and applies RoPE to
+all cached keys when they are read. The arithmetic is the stock model's, op for op (same
+``cos``/``sin`` tables, same ``x*cos + rotate_half(x)*sin``), so with nothing compressed the
+logits equal the stock model's exactly (tested for every supported family).
+
+Positions of cached keys are taken as contiguous and ending at the current query position
+(batch 1, no left padding, sliding-window layers keep a contiguous tail); the patched forward
+checks this against the model's own position tables and raises if it does not hold.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Callable
+
+import torch
+from transformers import DynamicCache
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from ..errors import KakeyaError
+from .models import family_of
+
+_PATCH_ATTR = "_kakeya_prerope"
+
+
+class PreRopeError(KakeyaError, RuntimeError):
+    """The pre-RoPE attention path was used in a way it cannot support."""
+
+
+class PreRopeCache(DynamicCache):
+    """A ``DynamicCache`` whose layers hold pre-RoPE keys (values are unchanged).
+
+    Use it only with a model patched by :func:`patch_model`; a stock model would attend with
+    un-rotated keys.
+    """
+
+    holds_pre_rope_keys = True
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """Half-split rotation used by Llama-style RoPE: [x1, x2] -> [-x2, x1]."""
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on x [B, H, T, D] with tables cos/sin [B, T, D] (same ops as transformers)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return (x * cos) + (rotate_half(x) * sin)
+
+
+def _project(self: Any, hidden_states: torch.Tensor, family: str) -> tuple[torch.Tensor, ...]:
+    """q, k, v [B, H, T, D] before RoPE, in each family's own op order (for bitwise equality)."""
+    shape = (*hidden_states.shape[:-1], -1, self.head_dim)
+    v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+    if family == "qwen3":  # RMS-norm on [B, T, H, D], then transpose
+        q = self.q_norm(self.q_proj(hidden_states).view(shape)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(hidden_states).view(shape)).transpose(1, 2)
+    else:
+        q = self.q_proj(hidden_states).view(shape).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(shape).transpose(1, 2)
+        if family == "gemma3":  # transpose, then RMS-norm
+            q, k = self.q_norm(q), self.k_norm(k)
+    return q, k, v
+
+
+def _make_forward(family: str, rope_table: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]):
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None,
+                past_key_values=None, **kwargs):
+        cache = cache if cache is not None else past_key_values
+        q, k, v = _project(self, hidden_states, family)
+        cos, sin = position_embeddings
+        q = apply_rope(q, cos, sin)
+        if cache is None:
+            k_rot, v_all = apply_rope(k, cos, sin), v
+        else:
+            if not getattr(cache, "holds_pre_rope_keys", False):
+                raise PreRopeError(
+                    f"a pre-RoPE-patched model needs a PreRopeCache (or a subclass), got {type(cache).__name__}; "
+                    "pass cache=PreRopeCache() / past_key_values=PreRopeCache()"
+                )
+            k_all, v_all = cache.update(k, v, self.layer_idx, kwargs=kwargs)
+            q_len, kv_len = q.shape[2], k_all.shape[2]
+            if kv_len == q_len:
+                k_rot = apply_rope(k_all, cos, sin)
+            else:
+                position_ids = kwargs.get("position_ids")
+                end = int(position_ids[0, -1]) + 1 if position_ids is not None else kv_len
+                positions = torch.arange(end - kv_len, end, device=k_all.device)[None]
+                cos_all, sin_all = rope_table(v_all, positions)
+                if not (torch.equal(cos_all[:, -q_len:], cos) and torch.equal(sin_all[:, -q_len:], sin)):
+                    raise PreRopeError("cached key positions are not contiguous with the queries "
+                                       "(left padding or batched ragged inputs are not supported)")
+                k_rot = apply_rope(k_all, cos_all, sin_all)
+        extra = {} if family == "llama" else {"sliding_window": self.sliding_window}
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, None)
+        if attention is None:
+            from transformers.models.llama.modeling_llama import eager_attention_forward  # noqa: PLC0415
+
+            attention = _family_eager(family) or eager_attention_forward
+        out, weights = attention(self, q, k_rot, v_all, attention_mask,
+                                 dropout=0.0 if not self.training else self.attention_dropout,
+                                 scaling=self.scaling, **extra, **kwargs)
+        out = out.reshape(*hidden_states.shape[:-1], -1).contiguous()
+        return self.o_proj(out), weights
+
+    return forward
+
+
+def _family_eager(family: str):
+    module = {
+        "llama": "transformers.models.llama.modeling_llama",
+        "qwen2": "transformers.models.qwen2.modeling_qwen2",
+        "qwen3": "transformers.models.qwen3.modeling_qwen3",
+        "gemma3": "transformers.models.gemma3.modeling_gemma3",
+    }[family]
+    import importlib  # noqa: PLC0415
+
+    return getattr(importlib.import_module(module), "eager_attention_forward", None)
+
+
+def _decoder(model: Any) -> Any:
+    inner = getattr(model, "model", model)
+    if not hasattr(inner, "layers") or not hasattr(inner, "rotary_emb"):
+        raise PreRopeError(f"{type(model).__name__} has no decoder layers / rotary embedding where expected")
+    return inner
+
+
+def patch_model(model: Any) -> Callable[[], None]:
+    """Make every attention layer of ``model`` keep pre-RoPE keys in its cache.
+
+    Returns a function that restores the stock forwards. Patching twice is an error.
+    """
+    family = family_of(model.config)
+    decoder = _decoder(model)
+    attns = [layer.self_attn for layer in decoder.layers]
+    if any(hasattr(a, _PATCH_ATTR) for a in attns):
+        raise PreRopeError("this model is already patched for pre-RoPE caching")
+    layer_types = getattr(model.config, "layer_types", None)
+    for i, attn in enumerate(attns):
+        if family == "gemma3":
+            layer_type = layer_types[i]
+
+            def table(x, pos, _lt=layer_type):
+                return decoder.rotary_emb(x, pos, _lt)
+        else:
+
+            def table(x, pos):
+                return decoder.rotary_emb(x, pos)
+
+        attn.forward = types.MethodType(_make_forward(family, table), attn)
+        setattr(attn, _PATCH_ATTR, True)
+
+    def unpatch() -> None:
+        for attn in attns:
+            if hasattr(attn, _PATCH_ATTR):
+                del attn.forward
+                delattr(attn, _PATCH_ATTR)
+
+    return unpatch
+
+
+def make_cache(model: Any, cache_cls: type[PreRopeCache] = PreRopeCache, **kwargs: Any) -> PreRopeCache:
+    """A pre-RoPE cache laid out for ``model`` (sliding-window layers where the config has them)."""
+    return cache_cls(config=model.config, **kwargs)
