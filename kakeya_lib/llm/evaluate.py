@@ -1,0 +1,220 @@
+"""End-to-end quality of a KV codec on a language model (spec §7.3, with the fixes of §10).
+
+Per passage of ``ctx_len + n_eval`` tokens:
+
+1. prefill the ``ctx_len`` prefix once into a pre-RoPE cache (:mod:`.prerope`);
+2. reference: teacher-force the ``n_eval`` continuation tokens through a copy of that cache;
+3. codec: replace the prefix's K and V of every compressed layer by
+   ``decode(encode(·))`` of its rows ``[T·n_kv, D]`` (token-major, heads interleaved, as the
+   seed's harness) and teacher-force the same continuation;
+4. score the ``n_eval − 1`` next-token predictions of both runs on the same tokens.
+
+Reported (pooled over passages): ``ppl_ref``, ``ppl_codec``, ``delta_ppl_pct`` with a bootstrap
+95 % CI over passages, ``kl_mean`` = KL(ref ‖ codec) per token, ``top1_pct`` agreement, K/V
+relative MSE, and bytes: real codec bytes for compressed layers plus bf16 bytes for layers
+left uncompressed, against bf16 bytes of everything.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .. import codecs
+from ..errors import InputError
+from .prerope import PreRopeCache, make_cache, patch_model
+
+
+@dataclass
+class LayerTally:
+    """Sums over passages for one layer."""
+
+    k_err: float = 0.0
+    k_energy: float = 0.0
+    v_err: float = 0.0
+    v_energy: float = 0.0
+    k_bytes: int = 0
+    v_bytes: int = 0
+    bf16_bytes: int = 0
+    compressed: bool = True
+
+    def as_dict(self, layer: int) -> dict[str, Any]:
+        return {
+            "layer": layer,
+            "compressed": self.compressed,
+            "k_rel_mse": self.k_err / self.k_energy if self.k_energy else 0.0,
+            "v_rel_mse": self.v_err / self.v_energy if self.v_energy else 0.0,
+            "k_bytes": self.k_bytes,
+            "v_bytes": self.v_bytes,
+            "bf16_bytes": self.bf16_bytes,
+        }
+
+
+@dataclass
+class PassageScore:
+    nll_ref: list[float] = field(default_factory=list)
+    nll_codec: list[float] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    top1: list[bool] = field(default_factory=list)
+
+
+def full_attention_layers(config: Any) -> list[int]:
+    """Layers a codec compresses by default: all but sliding-window layers."""
+    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    return [i for i, t in enumerate(types) if t != "sliding_attention"]
+
+
+def _rows(t: torch.Tensor) -> np.ndarray:
+    """[1, H, T, D] -> rows [T*H, D] float32 (token-major, heads interleaved)."""
+    _, h, n, d = t.shape
+    return t[0].permute(1, 0, 2).reshape(n * h, d).to(torch.float32).cpu().numpy()
+
+
+def _unrows(rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    _, h, n, d = like.shape
+    out = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).reshape(n, h, d).permute(1, 0, 2)
+    return out[None].to(like.dtype).contiguous()
+
+
+def _score(logits_ref: torch.Tensor, logits_codec: torch.Tensor, targets: torch.Tensor) -> PassageScore:
+    lr = torch.log_softmax(logits_ref.double(), dim=-1)
+    lc = torch.log_softmax(logits_codec.double(), dim=-1)
+    score = PassageScore()
+    score.nll_ref = (-lr.gather(-1, targets[:, None])[:, 0]).tolist()
+    score.nll_codec = (-lc.gather(-1, targets[:, None])[:, 0]).tolist()
+    score.kl = (lr.exp() * (lr - lc)).sum(-1).clamp_min(0).tolist()
+    score.top1 = (lr.argmax(-1) == lc.argmax(-1)).tolist()
+    return score
+
+
+def bootstrap_delta_ppl(scores: Sequence[PassageScore], n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """95 % CI of the pooled Δppl (%) by resampling passages with replacement."""
+    if len(scores) < 2:
+        return [float("nan"), float("nan")]
+    ref = np.array([sum(s.nll_ref) for s in scores])
+    cod = np.array([sum(s.nll_codec) for s in scores])
+    cnt = np.array([len(s.nll_ref) for s in scores])
+    idx = np.random.default_rng(seed).integers(0, len(scores), size=(n_boot, len(scores)))
+    deltas = (np.exp((cod[idx].sum(1) - ref[idx].sum(1)) / cnt[idx].sum(1)) - 1) * 100
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def evaluate(
+    model: Any,
+    passages: Sequence[Sequence[int]],
+    ctx_len: int,
+    k_codec: str,
+    v_codec: str | None = None,
+    layers: Sequence[int] | None = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the protocol on token-id passages (each ``ctx_len + n_eval`` long, same length).
+
+    Parameters
+    ----------
+    model : a float causal LM of a supported family (patched here if it is not yet)
+    passages : token ids, each of length ctx_len + n_eval (n_eval >= 2)
+    k_codec, v_codec : codec specs for keys and values (``v_codec`` defaults to ``k_codec``)
+    layers : layer indices to compress (default: all full-attention layers)
+    """
+    if not passages:
+        raise InputError("no passages to evaluate")
+    lengths = {len(p) for p in passages}
+    if len(lengths) != 1 or next(iter(lengths)) < ctx_len + 2 or ctx_len < 1:
+        raise InputError(f"every passage needs ctx_len + n_eval tokens with n_eval >= 2; got lengths {sorted(lengths)}")
+    k_cod, v_cod = codecs.get(k_codec), codecs.get(v_codec or k_codec)
+    n_layers = model.config.num_hidden_layers
+    chosen = sorted(set(full_attention_layers(model.config) if layers is None else layers))
+    if any(not 0 <= i < n_layers for i in chosen):
+        raise InputError(f"layer indices must lie in 0..{n_layers - 1}, got {chosen}")
+    if not any(getattr(layer.self_attn, "_kakeya_prerope", False) for layer in model.model.layers):
+        patch_model(model)
+
+    tallies = [LayerTally(compressed=i in chosen) for i in range(n_layers)]
+    scores: list[PassageScore] = []
+    codec_seconds = 0.0
+    iterator = passages
+    if progress:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        iterator = tqdm(passages, desc="passages", unit="passage")
+    for ids_list in iterator:
+        ids = torch.tensor([list(ids_list)], dtype=torch.long)
+        prefix, cont = ids[:, :ctx_len], ids[:, ctx_len:]
+        with torch.no_grad():
+            cache_ref = make_cache(model)
+            model(prefix, cache=cache_ref)
+            cache_codec: PreRopeCache = copy.deepcopy(cache_ref)
+            t0 = time.perf_counter()
+            for i, layer in enumerate(cache_codec.layers):
+                keys, values = layer.keys, layer.values
+                tallies[i].bf16_bytes += 2 * (keys.numel() + values.numel())
+                if not tallies[i].compressed:
+                    continue
+                for name, tensor, codec in (("k", keys, k_cod), ("v", values, v_cod)):
+                    rows = _rows(tensor)
+                    blob = codec.encode(rows)
+                    rec = codec.decode(blob, device="cpu")
+                    err = float(((rows.astype(np.float64) - rec) ** 2).sum())
+                    energy = float((rows.astype(np.float64) ** 2).sum())
+                    setattr(tallies[i], f"{name}_err", getattr(tallies[i], f"{name}_err") + err)
+                    setattr(tallies[i], f"{name}_energy", getattr(tallies[i], f"{name}_energy") + energy)
+                    setattr(tallies[i], f"{name}_bytes", getattr(tallies[i], f"{name}_bytes") + len(blob))
+                    if name == "k":
+                        layer.keys = _unrows(rec, keys)
+                    else:
+                        layer.values = _unrows(rec, values)
+            codec_seconds += time.perf_counter() - t0
+            logits_ref = model(cont, cache=cache_ref).logits[0, :-1]
+            logits_codec = model(cont, cache=cache_codec).logits[0, :-1]
+        scores.append(_score(logits_ref, logits_codec, cont[0, 1:]))
+
+    def pooled(attr: str) -> float:
+        values = [v for s in scores for v in getattr(s, attr)]
+        return float(np.mean(values))
+
+    ppl_ref, ppl_codec = math.exp(pooled("nll_ref")), math.exp(pooled("nll_codec"))
+    bytes_compressed = sum(t.k_bytes + t.v_bytes if t.compressed else t.bf16_bytes for t in tallies)
+    bytes_bf16 = sum(t.bf16_bytes for t in tallies)
+    k_err = sum(t.k_err for t in tallies)
+    k_en = sum(t.k_energy for t in tallies)
+    v_err = sum(t.v_err for t in tallies)
+    v_en = sum(t.v_energy for t in tallies)
+    return {
+        "ppl_ref": ppl_ref,
+        "ppl_codec": ppl_codec,
+        "delta_ppl_pct": (ppl_codec / ppl_ref - 1) * 100,
+        "delta_ppl_ci95": bootstrap_delta_ppl(scores, seed=seed),
+        "kl_mean": pooled("kl"),
+        "top1_pct": 100 * pooled("top1"),
+        "k_rel_mse": k_err / k_en if k_en else 0.0,
+        "v_rel_mse": v_err / v_en if v_en else 0.0,
+        "ratio_vs_bf16": bytes_bf16 / bytes_compressed,
+        "bytes_compressed": bytes_compressed,
+        "bytes_bf16": bytes_bf16,
+        "codec_seconds": codec_seconds,
+        "k_codec": k_cod.spec,
+        "v_codec": v_cod.spec,
+        "compressed_layers": chosen,
+        "n_passages": len(scores),
+        "n_scored_tokens": sum(len(s.nll_ref) for s in scores),
+        "per_layer": [t.as_dict(i) for i, t in enumerate(tallies)],
+        "per_passage": [
+            {
+                "ppl_ref": math.exp(float(np.mean(s.nll_ref))),
+                "ppl_codec": math.exp(float(np.mean(s.nll_codec))),
+                "delta_ppl_pct": (math.exp(float(np.mean(s.nll_codec)) - float(np.mean(s.nll_ref))) - 1) * 100,
+                "kl_mean": float(np.mean(s.kl)),
+                "top1_pct": 100 * float(np.mean(s.top1)),
+            }
+            for s in scores
+        ],
+    }
