@@ -81,7 +81,7 @@ def test_no_cache_forward_is_exact():
     assert torch.equal(stock, patched)
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma3"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_generate_with_a_pre_rope_cache_matches_stock_tokens(family):
     model = tiny_model(family)
     prompt = IDS[:, :9]

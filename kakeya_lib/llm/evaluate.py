@@ -28,6 +28,7 @@ import torch
 
 from .. import codecs
 from ..errors import InputError
+from .kvrows import from_rows, to_rows
 from .prerope import PreRopeCache, make_cache, patch_model
 
 
@@ -68,18 +69,6 @@ def full_attention_layers(config: Any) -> list[int]:
     """Layers a codec compresses by default: all but sliding-window layers."""
     types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
     return [i for i, t in enumerate(types) if t != "sliding_attention"]
-
-
-def _rows(t: torch.Tensor) -> np.ndarray:
-    """[1, H, T, D] -> rows [T*H, D] float32 (token-major, heads interleaved)."""
-    _, h, n, d = t.shape
-    return t[0].permute(1, 0, 2).reshape(n * h, d).to(torch.float32).cpu().numpy()
-
-
-def _unrows(rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    _, h, n, d = like.shape
-    out = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).reshape(n, h, d).permute(1, 0, 2)
-    return out[None].to(like.dtype).contiguous()
 
 
 def _score(logits_ref: torch.Tensor, logits_codec: torch.Tensor, targets: torch.Tensor) -> PassageScore:
@@ -160,7 +149,7 @@ def evaluate(
                 if not tallies[i].compressed:
                     continue
                 for name, tensor, codec in (("k", keys, k_cod), ("v", values, v_cod)):
-                    rows = _rows(tensor)
+                    rows = to_rows(tensor)
                     blob = codec.encode(rows)
                     rec = codec.decode(blob, device="cpu")
                     err = float(((rows.astype(np.float64) - rec) ** 2).sum())
@@ -169,9 +158,9 @@ def evaluate(
                     setattr(tallies[i], f"{name}_energy", getattr(tallies[i], f"{name}_energy") + energy)
                     setattr(tallies[i], f"{name}_bytes", getattr(tallies[i], f"{name}_bytes") + len(blob))
                     if name == "k":
-                        layer.keys = _unrows(rec, keys)
+                        layer.keys = from_rows(rec, keys.shape[1], keys)
                     else:
-                        layer.values = _unrows(rec, values)
+                        layer.values = from_rows(rec, values.shape[1], values)
             codec_seconds += time.perf_counter() - t0
             logits_ref = model(cont, cache=cache_ref).logits[0, :-1]
             logits_codec = model(cont, cache=cache_codec).logits[0, :-1]

@@ -33,11 +33,35 @@ class PreRopeError(KakeyaError, RuntimeError):
 class PreRopeCache(DynamicCache):
     """A ``DynamicCache`` whose layers hold pre-RoPE keys (values are unchanged).
 
+    It also keeps, per RoPE kind (layer type), the ``cos``/``sin`` rows the model computed for
+    every position it has seen, so cached keys are rotated with exactly the numbers the stock
+    model used when it stored them (recomputing the table can differ in the last ulp, because
+    vectorised ``cos`` rounds differently in different positions of a batch).
+
     Use it only with a model patched by :func:`patch_model`; a stock model would attend with
     un-rotated keys.
     """
 
     holds_pre_rope_keys = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rope_tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def record_rope(self, kind: str, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the tables [1, q_len, D] of a new chunk; return the tables of all positions."""
+        if kind in self.rope_tables:
+            old_cos, old_sin = self.rope_tables[kind]
+            cos, sin = torch.cat([old_cos, cos], dim=1), torch.cat([old_sin, sin], dim=1)
+        self.rope_tables[kind] = (cos, sin)
+        return cos, sin
+
+    def crop(self, max_length: int) -> None:
+        super().crop(max_length)
+        keep = max_length if max_length >= 0 else None
+        for kind, (cos, sin) in list(self.rope_tables.items()):
+            end = keep if keep is not None else cos.shape[1] + max_length
+            self.rope_tables[kind] = (cos[:, :end], sin[:, :end])
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +91,13 @@ def _project(self: Any, hidden_states: torch.Tensor, family: str) -> tuple[torch
     return q, k, v
 
 
-def _make_forward(family: str, rope_table: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]):
+def _make_forward(family: str, kind: str, records_rope: bool):
+    """The patched forward of one attention layer.
+
+    ``kind`` names the layer's RoPE table; the first layer of each kind (``records_rope``)
+    appends the chunk's tables to the cache, the others read them.
+    """
+
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None,
                 past_key_values=None, **kwargs):
         cache = cache if cache is not None else past_key_values
@@ -82,25 +112,21 @@ def _make_forward(family: str, rope_table: Callable[[torch.Tensor, torch.Tensor]
                     f"a pre-RoPE-patched model needs a PreRopeCache (or a subclass), got {type(cache).__name__}; "
                     "pass cache=PreRopeCache() / past_key_values=PreRopeCache()"
                 )
-            k_all, v_all = cache.update(k, v, self.layer_idx, kwargs=kwargs)
-            q_len, kv_len = q.shape[2], k_all.shape[2]
-            if kv_len == q_len:
-                k_rot = apply_rope(k_all, cos, sin)
+            if records_rope:
+                cos_all, sin_all = cache.record_rope(kind, cos, sin)
             else:
-                position_ids = kwargs.get("position_ids")
-                end = int(position_ids[0, -1]) + 1 if position_ids is not None else kv_len
-                positions = torch.arange(end - kv_len, end, device=k_all.device)[None]
-                cos_all, sin_all = rope_table(v_all, positions)
-                if not (torch.equal(cos_all[:, -q_len:], cos) and torch.equal(sin_all[:, -q_len:], sin)):
-                    raise PreRopeError("cached key positions are not contiguous with the queries "
-                                       "(left padding or batched ragged inputs are not supported)")
-                k_rot = apply_rope(k_all, cos_all, sin_all)
+                cos_all, sin_all = cache.rope_tables[kind]
+            k_all, v_all = cache.update(k, v, self.layer_idx, kwargs=kwargs)
+            q_len, kv_len, seen = q.shape[2], k_all.shape[2], cos_all.shape[1]
+            if kv_len > seen or not torch.equal(cos_all[:, seen - q_len :], cos):
+                raise PreRopeError("cached key positions are not contiguous with the queries "
+                                   "(left padding or batched ragged inputs are not supported)")
+            # cached keys are the latest kv_len positions (sliding layers keep a contiguous tail)
+            k_rot = apply_rope(k_all, cos_all[:, seen - kv_len :], sin_all[:, seen - kv_len :])
         extra = {} if family == "llama" else {"sliding_window": self.sliding_window}
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, None)
         if attention is None:
-            from transformers.models.llama.modeling_llama import eager_attention_forward  # noqa: PLC0415
-
-            attention = _family_eager(family) or eager_attention_forward
+            attention = _family_eager(family)
         out, weights = attention(self, q, k_rot, v_all, attention_mask,
                                  dropout=0.0 if not self.training else self.attention_dropout,
                                  scaling=self.scaling, **extra, **kwargs)
@@ -110,7 +136,7 @@ def _make_forward(family: str, rope_table: Callable[[torch.Tensor, torch.Tensor]
     return forward
 
 
-def _family_eager(family: str):
+def _family_eager(family: str) -> Callable[..., Any]:
     module = {
         "llama": "transformers.models.llama.modeling_llama",
         "qwen2": "transformers.models.qwen2.modeling_qwen2",
@@ -119,7 +145,7 @@ def _family_eager(family: str):
     }[family]
     import importlib  # noqa: PLC0415
 
-    return getattr(importlib.import_module(module), "eager_attention_forward", None)
+    return importlib.import_module(module).eager_attention_forward
 
 
 def _decoder(model: Any) -> Any:
@@ -139,19 +165,11 @@ def patch_model(model: Any) -> Callable[[], None]:
     attns = [layer.self_attn for layer in decoder.layers]
     if any(hasattr(a, _PATCH_ATTR) for a in attns):
         raise PreRopeError("this model is already patched for pre-RoPE caching")
-    layer_types = getattr(model.config, "layer_types", None)
+    layer_types = getattr(model.config, "layer_types", None) or ["full_attention"] * len(attns)
+    # Gemma3 keeps one RoPE table per layer type; the other families share one table.
+    kinds = [layer_types[i] if family == "gemma3" else "rope" for i in range(len(attns))]
     for i, attn in enumerate(attns):
-        if family == "gemma3":
-            layer_type = layer_types[i]
-
-            def table(x, pos, _lt=layer_type):
-                return decoder.rotary_emb(x, pos, _lt)
-        else:
-
-            def table(x, pos):
-                return decoder.rotary_emb(x, pos)
-
-        attn.forward = types.MethodType(_make_forward(family, table), attn)
+        attn.forward = types.MethodType(_make_forward(family, kinds[i], kinds.index(kinds[i]) == i), attn)
         setattr(attn, _PATCH_ATTR, True)
 
     def unpatch() -> None:

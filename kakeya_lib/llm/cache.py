@@ -1,0 +1,149 @@
+"""A ``transformers`` cache that really holds compressed bytes.
+
+:class:`CompressedCache` is a pre-RoPE ``DynamicCache`` (use it with a model patched by
+:func:`~kakeya_lib.llm.prerope.patch_model`) whose compressed layers keep:
+
+* the codec's **packed bytes** for every full block of ``block_tokens`` tokens (``bytes``
+  objects, not round-tripped floats), encoded as soon as the block is older than the hot window;
+* a **hot window** of the most recent tokens (at least ``hot_tokens``) as float tensors.
+
+Reading a layer decodes its blocks on the fly (the decoded floats live only for that attention
+call) and appends the hot tokens. Tokens that arrive in one update attend to their own exact
+values in that step, as a serving engine computes attention before storing; from the next step
+on they are read back from the compressed blocks. Layers not chosen for compression (boundary
+layers, sliding-window layers) stay ordinary float layers. :meth:`CompressedCache.bytes_held`
+reports the bytes each layer actually holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from transformers.cache_utils import DynamicLayer
+
+from .. import codecs
+from ..errors import InputError
+from .evaluate import full_attention_layers
+from .kvrows import from_rows, to_rows
+from .prerope import PreRopeCache
+
+
+class CompressedLayer(DynamicLayer):
+    """One cache layer: packed K/V blocks plus a float hot window (``self.keys/values``)."""
+
+    def __init__(self, k_codec: codecs.Codec, v_codec: codecs.Codec, block_tokens: int, hot_tokens: int) -> None:
+        super().__init__()
+        self.k_codec, self.v_codec = k_codec, v_codec
+        self.block_tokens, self.hot_tokens = block_tokens, hot_tokens
+        self.k_blobs: list[bytes] = []
+        self.v_blobs: list[bytes] = []
+        self.compressed_tokens = 0
+
+    def _decoded(self, blobs: list[bytes], codec: codecs.Codec, like: torch.Tensor) -> torch.Tensor:
+        heads = like.shape[1]
+        parts = [from_rows(codec.decode(b, device="cpu"), heads, like) for b in blobs]
+        return torch.cat(parts, dim=-2) if parts else like[..., :0, :]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        if key_states.shape[0] != 1:
+            raise InputError("CompressedCache supports batch size 1")
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        old_k = self._decoded(self.k_blobs, self.k_codec, key_states)
+        old_v = self._decoded(self.v_blobs, self.v_codec, value_states)
+        self.keys = torch.cat([self.keys, key_states], dim=-2)
+        self.values = torch.cat([self.values, value_states], dim=-2)
+        full_k = torch.cat([old_k, self.keys], dim=-2)  # exact values for the tokens of this step
+        full_v = torch.cat([old_v, self.values], dim=-2)
+        self._flush()
+        return full_k, full_v
+
+    def _flush(self) -> None:
+        """Encode every full block that is older than the hot window."""
+        while self.keys.shape[-2] - self.hot_tokens >= self.block_tokens:
+            n = self.block_tokens
+            self.k_blobs.append(self.k_codec.encode(to_rows(self.keys[..., :n, :])))
+            self.v_blobs.append(self.v_codec.encode(to_rows(self.values[..., :n, :])))
+            self.keys = self.keys[..., n:, :].contiguous()
+            self.values = self.values[..., n:, :].contiguous()
+            self.compressed_tokens += n
+
+    def get_seq_length(self) -> int:
+        if not self.is_initialized:
+            return 0
+        return self.compressed_tokens + self.keys.shape[-2]
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove < 0 and abs(tokens_to_remove) > self.keys.shape[-2]:
+            raise InputError("cannot crop into compressed blocks; only hot-window tokens can be removed")
+        super().crop(tokens_to_remove)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        raise InputError("CompressedCache does not support beam search (batch size 1 only)")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if repeats != 1:
+            raise InputError("CompressedCache supports batch size 1")
+
+    def bytes_held(self) -> dict[str, int]:
+        hot = 0 if not self.is_initialized else (self.keys.numel() + self.values.numel()) * self.keys.element_size()
+        return {
+            "k_bytes": sum(map(len, self.k_blobs)),
+            "v_bytes": sum(map(len, self.v_blobs)),
+            "hot_bytes": hot,
+            "compressed_tokens": self.compressed_tokens,
+            "hot_tokens": 0 if not self.is_initialized else self.keys.shape[-2],
+        }
+
+
+class CompressedCache(PreRopeCache):
+    """Pre-RoPE cache whose chosen layers hold codec bytes (see the module docstring).
+
+    Parameters
+    ----------
+    config : the model config (layer types, layer count)
+    k_codec, v_codec : codec specs for keys and values (``v_codec`` defaults to ``k_codec``)
+    layers : layers to compress (default: every full-attention layer)
+    boundary : keep this many first and last of those layers uncompressed (seed §5.2)
+    block_tokens : tokens per encoded block
+    hot_tokens : most recent tokens always kept in float
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        k_codec: str,
+        v_codec: str | None = None,
+        layers: Sequence[int] | None = None,
+        boundary: int = 0,
+        block_tokens: int = 512,
+        hot_tokens: int = 128,
+    ) -> None:
+        super().__init__(config=config)
+        if block_tokens < 1 or hot_tokens < 0 or boundary < 0:
+            raise InputError("block_tokens must be >= 1, hot_tokens and boundary >= 0")
+        chosen = sorted(set(full_attention_layers(config) if layers is None else layers))
+        if any(not 0 <= i < len(self.layers) for i in chosen):
+            raise InputError(f"layer indices must lie in 0..{len(self.layers) - 1}, got {chosen}")
+        if boundary:
+            chosen = chosen[boundary:-boundary] if len(chosen) > 2 * boundary else []
+        self.compressed_layers = chosen
+        k, v = codecs.get(k_codec), codecs.get(v_codec or k_codec)
+        for i in chosen:
+            self.layers[i] = CompressedLayer(k, v, block_tokens, hot_tokens)
+
+    def bytes_held(self) -> list[dict[str, Any]]:
+        """Bytes each layer holds right now (compressed blobs, hot window, plain float layers)."""
+        out = []
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, CompressedLayer):
+                out.append({"layer": i, "compressed": True, **layer.bytes_held()})
+            else:
+                held = 0 if not layer.is_initialized else (layer.keys.numel() + layer.values.numel()) * layer.keys.element_size()
+                out.append({"layer": i, "compressed": False, "float_bytes": held})
+        return out
+
+    def total_bytes(self) -> int:
+        """All bytes held by the cache (blobs + hot windows + uncompressed layers)."""
+        return sum(v for row in self.bytes_held() for k, v in row.items() if k.endswith("_bytes"))

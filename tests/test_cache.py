@@ -1,0 +1,91 @@
+"""The compressed cache holds real codec bytes, streams blocks as they fill, keeps a hot window,
+and with the identity codec decodes greedily to exactly the stock tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from kakeya_lib.errors import InputError
+from kakeya_lib.llm.cache import CompressedCache, CompressedLayer
+from kakeya_lib.llm.models import tiny_model
+from kakeya_lib.llm.prerope import patch_model
+
+PROMPT = torch.randint(0, 96, (1, 50), generator=torch.Generator().manual_seed(1))
+GEN = dict(max_new_tokens=24, do_sample=False, pad_token_id=0)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3"])
+def test_identity_codec_generates_the_stock_tokens(family):
+    model = tiny_model(family)
+    with torch.no_grad():
+        stock = model.generate(PROMPT, past_key_values=DynamicCache(config=model.config), **GEN)
+        patch_model(model)
+        cache = CompressedCache(model.config, "identity", block_tokens=16, hot_tokens=8)
+        ours = model.generate(PROMPT, past_key_values=cache, **GEN)
+    assert torch.equal(stock, ours)
+    assert any(row.get("compressed_tokens", 0) > 0 for row in cache.bytes_held())
+
+
+def test_blocks_stream_in_as_they_age_past_the_hot_window():
+    model = tiny_model("llama")
+    patch_model(model)
+    cache = CompressedCache(model.config, "kakeya:bits=2,block=32", block_tokens=16, hot_tokens=8)
+    with torch.no_grad():
+        model(PROMPT[:, :30], cache=cache)  # 30 tokens: one block of 16 (30 - 8 >= 16), 14 hot
+        layer = cache.layers[0]
+        assert isinstance(layer, CompressedLayer)
+        assert (layer.compressed_tokens, layer.keys.shape[-2]) == (16, 14)
+        assert all(isinstance(b, bytes) for b in layer.k_blobs + layer.v_blobs)
+        for t in range(30, 40):  # the second block closes once 24 + 8 tokens exist
+            model(PROMPT[:, t : t + 1], cache=cache)
+        assert (layer.compressed_tokens, layer.keys.shape[-2]) == (32, 8)
+        assert cache.get_seq_length() == 40
+    held = layer.bytes_held()
+    assert held["k_bytes"] == sum(len(b) for b in layer.k_blobs)
+    assert held["hot_bytes"] == 2 * 8 * model.config.num_key_value_heads * model.config.head_dim * 4
+
+
+def test_the_tokens_of_a_step_attend_to_their_exact_values():
+    model = tiny_model("qwen2")
+    with torch.no_grad():
+        stock = model(PROMPT, cache=DynamicCache(config=model.config)).logits
+        patch_model(model)
+        cache = CompressedCache(model.config, "kakeya:bits=1,block=32", block_tokens=16, hot_tokens=0)
+        ours = model(PROMPT, cache=cache).logits
+        assert torch.equal(stock, ours)  # prefill is exact; the blocks are stored compressed
+        nxt = model(PROMPT[:, :1], cache=cache).logits
+        cache_ref = DynamicCache(config=model.config)
+    assert cache.layers[0].compressed_tokens == 48
+    assert nxt.shape == (1, 1, 96)
+
+
+def test_compressed_cache_holds_fewer_bytes_than_a_float_cache():
+    model = tiny_model("llama")
+    patch_model(model)
+    long = torch.randint(0, 96, (1, 200), generator=torch.Generator().manual_seed(2))
+    cache = CompressedCache(model.config, "kakeya:bits=2,pca=rsvd,rank=8,block=256", block_tokens=64, hot_tokens=16)
+    with torch.no_grad():
+        model(long, cache=cache)
+    float_bytes = 200 * 2 * model.config.num_key_value_heads * model.config.head_dim * 4 * model.config.num_hidden_layers
+    assert cache.total_bytes() < 0.5 * float_bytes
+
+
+def test_boundary_layers_stay_float_and_bad_uses_are_rejected():
+    model = tiny_model("llama")
+    cfg = model.config
+    cfg.num_hidden_layers = 2
+    cache = CompressedCache(cfg, "identity", boundary=1)
+    assert cache.compressed_layers == []
+    with pytest.raises(InputError, match="layer indices"):
+        CompressedCache(cfg, "identity", layers=[5])
+    patch_model(model)
+    cache = CompressedCache(model.config, "identity", block_tokens=8, hot_tokens=0)
+    with torch.no_grad():
+        with pytest.raises(InputError, match="batch size 1"):
+            model(torch.zeros((2, 4), dtype=torch.long), cache=cache)
+        cache = CompressedCache(model.config, "identity", block_tokens=8, hot_tokens=0)
+        model(PROMPT[:, :20], cache=cache)
+    with pytest.raises(InputError, match="crop"):
+        cache.layers[0].crop(-10)
