@@ -10,17 +10,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Re-install when the dependency lists or the package metadata change.
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+X
 
 .PHONY: setup test test-all reproduce bench clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-assets.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# Exact pin: any looser torch spec downloads a multi-GB CUDA build.
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet --no-deps -r requirements-assets.txt
 	$(PIP) install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@

