@@ -59,3 +59,23 @@ def test_bad_arguments_are_rejected():
         evaluate(model, [[1] * 65], CTX, "identity", progress=False)
     with pytest.raises(InputError, match="layer indices"):
         evaluate(model, PASSAGES, CTX, "identity", layers=[7], progress=False)
+
+
+def test_cache_mode_identity_is_exact_and_counts_hot_bytes():
+    model = tiny_model("qwen3")
+    r = evaluate(model, PASSAGES, CTX, "identity", mode="cache", block_tokens=16, hot_tokens=8, progress=False)
+    assert r["delta_ppl_pct"] == 0.0 and r["kl_mean"] == 0.0
+    layer = r["per_layer"][0]
+    cfg = model.config
+    hot_tokens = 16  # 64 prefix tokens: 3 blocks of 16 stored, 16 newest stay float (>= 8)
+    assert layer["hot_bytes"] == len(PASSAGES) * 2 * cfg.num_key_value_heads * hot_tokens * cfg.head_dim * 4
+
+
+def test_cache_mode_with_a_lossy_codec_stores_bytes_and_loses_information():
+    model = tiny_model("llama")
+    r = evaluate(model, PASSAGES, CTX, "kakeya:bits=2,block=64", mode="cache", block_tokens=16, hot_tokens=8,
+                 progress=False)
+    assert r["kl_mean"] > 0 and r["k_rel_mse"] > 0
+    assert r["bytes_compressed"] == sum(layer["k_bytes"] + layer["v_bytes"] + layer["hot_bytes"] for layer in r["per_layer"])
+    with pytest.raises(InputError, match="mode"):
+        evaluate(model, PASSAGES, CTX, "identity", mode="stream", progress=False)

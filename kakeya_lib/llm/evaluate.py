@@ -42,8 +42,21 @@ class LayerTally:
     v_energy: float = 0.0
     k_bytes: int = 0
     v_bytes: int = 0
+    hot_bytes: int = 0  # float tokens a streaming cache keeps uncompressed
     bf16_bytes: int = 0
     compressed: bool = True
+
+    def add(self, stream: str, exact: np.ndarray, decoded: np.ndarray, nbytes: int) -> None:
+        """Account one stream ("k" or "v") of one passage: squared error, energy, bytes."""
+        err = float(((exact.astype(np.float64) - decoded) ** 2).sum())
+        energy = float((exact.astype(np.float64) ** 2).sum())
+        setattr(self, f"{stream}_err", getattr(self, f"{stream}_err") + err)
+        setattr(self, f"{stream}_energy", getattr(self, f"{stream}_energy") + energy)
+        setattr(self, f"{stream}_bytes", getattr(self, f"{stream}_bytes") + nbytes)
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.k_bytes + self.v_bytes + self.hot_bytes if self.compressed else self.bf16_bytes
 
     def as_dict(self, layer: int) -> dict[str, Any]:
         return {
@@ -53,6 +66,7 @@ class LayerTally:
             "v_rel_mse": self.v_err / self.v_energy if self.v_energy else 0.0,
             "k_bytes": self.k_bytes,
             "v_bytes": self.v_bytes,
+            "hot_bytes": self.hot_bytes,
             "bf16_bytes": self.bf16_bytes,
         }
 
@@ -95,6 +109,43 @@ def bootstrap_delta_ppl(scores: Sequence[PassageScore], n_boot: int = 2000, seed
     return [float(lo), float(hi)]
 
 
+def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], k_cod: Any, v_cod: Any) -> None:
+    """Replace K and V of every compressed layer of ``cache`` by decode(encode(·)), in place."""
+    for i, layer in enumerate(cache.layers):
+        keys, values = layer.keys, layer.values
+        tallies[i].bf16_bytes += 2 * (keys.numel() + values.numel())
+        if not tallies[i].compressed:
+            continue
+        for stream, tensor, codec in (("k", keys, k_cod), ("v", values, v_cod)):
+            rows = to_rows(tensor)
+            blob = codec.encode(rows)
+            decoded = codec.decode(blob, device="cpu")
+            tallies[i].add(stream, rows, decoded, len(blob))
+            setattr(layer, "keys" if stream == "k" else "values", from_rows(decoded, tensor.shape[1], tensor))
+
+
+def _streamed(model: Any, prefix: torch.Tensor, cache_ref: PreRopeCache, tallies: list[LayerTally],
+              k_codec: str, v_codec: str, layers: list[int], block_tokens: int, hot_tokens: int) -> PreRopeCache:
+    """Prefill ``prefix`` into a :class:`CompressedCache` and account what it stores."""
+    from .cache import CompressedCache, CompressedLayer  # noqa: PLC0415  (cache imports this module)
+
+    cache = CompressedCache(model.config, k_codec, v_codec, layers=layers,
+                            block_tokens=block_tokens, hot_tokens=hot_tokens)
+    model(prefix, cache=cache)
+    for i, (layer, ref) in enumerate(zip(cache.layers, cache_ref.layers)):
+        tallies[i].bf16_bytes += 2 * (ref.keys.numel() + ref.values.numel())
+        if not isinstance(layer, CompressedLayer):
+            continue
+        n = layer.compressed_tokens
+        for stream, blobs, codec, exact in (("k", layer.k_blobs, layer.k_codec, ref.keys),
+                                            ("v", layer.v_blobs, layer.v_codec, ref.values)):
+            decoded = layer._decoded(blobs, codec, exact)
+            tallies[i].add(stream, to_rows(exact), to_rows(torch.cat([decoded, exact[..., n:, :]], dim=-2)),
+                           sum(map(len, blobs)))
+        tallies[i].hot_bytes += layer.bytes_held()["hot_bytes"]
+    return cache
+
+
 def evaluate(
     model: Any,
     passages: Sequence[Sequence[int]],
@@ -104,6 +155,9 @@ def evaluate(
     layers: Sequence[int] | None = None,
     progress: bool = True,
     seed: int = 0,
+    mode: str = "roundtrip",
+    block_tokens: int = 512,
+    hot_tokens: int = 128,
 ) -> dict[str, Any]:
     """Run the protocol on token-id passages (each ``ctx_len + n_eval`` long, same length).
 
@@ -113,9 +167,15 @@ def evaluate(
     passages : token ids, each of length ctx_len + n_eval (n_eval >= 2)
     k_codec, v_codec : codec specs for keys and values (``v_codec`` defaults to ``k_codec``)
     layers : layer indices to compress (default: all full-attention layers)
+    mode : "roundtrip" replaces the whole prefix of each compressed layer by its codec round
+        trip (the seed's protocol); "cache" prefills through a :class:`CompressedCache`, which
+        stores full blocks of ``block_tokens`` as bytes and keeps the newest tokens (at least
+        ``hot_tokens``) in float, and counts those float bytes too
     """
     if not passages:
         raise InputError("no passages to evaluate")
+    if mode not in ("roundtrip", "cache"):
+        raise InputError(f"mode must be 'roundtrip' or 'cache', got {mode!r}")
     lengths = {len(p) for p in passages}
     if len(lengths) != 1 or next(iter(lengths)) < ctx_len + 2 or ctx_len < 1:
         raise InputError(f"every passage needs ctx_len + n_eval tokens with n_eval >= 2; got lengths {sorted(lengths)}")
@@ -141,26 +201,13 @@ def evaluate(
         with torch.no_grad():
             cache_ref = make_cache(model)
             model(prefix, cache=cache_ref)
-            cache_codec: PreRopeCache = copy.deepcopy(cache_ref)
             t0 = time.perf_counter()
-            for i, layer in enumerate(cache_codec.layers):
-                keys, values = layer.keys, layer.values
-                tallies[i].bf16_bytes += 2 * (keys.numel() + values.numel())
-                if not tallies[i].compressed:
-                    continue
-                for name, tensor, codec in (("k", keys, k_cod), ("v", values, v_cod)):
-                    rows = to_rows(tensor)
-                    blob = codec.encode(rows)
-                    rec = codec.decode(blob, device="cpu")
-                    err = float(((rows.astype(np.float64) - rec) ** 2).sum())
-                    energy = float((rows.astype(np.float64) ** 2).sum())
-                    setattr(tallies[i], f"{name}_err", getattr(tallies[i], f"{name}_err") + err)
-                    setattr(tallies[i], f"{name}_energy", getattr(tallies[i], f"{name}_energy") + energy)
-                    setattr(tallies[i], f"{name}_bytes", getattr(tallies[i], f"{name}_bytes") + len(blob))
-                    if name == "k":
-                        layer.keys = from_rows(rec, keys.shape[1], keys)
-                    else:
-                        layer.values = from_rows(rec, values.shape[1], values)
+            if mode == "roundtrip":
+                cache_codec = copy.deepcopy(cache_ref)
+                _roundtrip(cache_codec, tallies, k_cod, v_cod)
+            else:
+                cache_codec = _streamed(model, prefix, cache_ref, tallies, k_cod.spec, v_cod.spec,
+                                        chosen, block_tokens, hot_tokens)
             codec_seconds += time.perf_counter() - t0
             logits_ref = model(cont, cache=cache_ref).logits[0, :-1]
             logits_codec = model(cont, cache=cache_codec).logits[0, :-1]
@@ -171,7 +218,7 @@ def evaluate(
         return float(np.mean(values))
 
     ppl_ref, ppl_codec = math.exp(pooled("nll_ref")), math.exp(pooled("nll_codec"))
-    bytes_compressed = sum(t.k_bytes + t.v_bytes if t.compressed else t.bf16_bytes for t in tallies)
+    bytes_compressed = sum(t.stored_bytes for t in tallies)
     bytes_bf16 = sum(t.bf16_bytes for t in tallies)
     k_err = sum(t.k_err for t in tallies)
     k_en = sum(t.k_energy for t in tallies)
@@ -190,6 +237,7 @@ def evaluate(
         "bytes_compressed": bytes_compressed,
         "bytes_bf16": bytes_bf16,
         "codec_seconds": codec_seconds,
+        "mode": mode,
         "k_codec": k_cod.spec,
         "v_codec": v_cod.spec,
         "compressed_layers": chosen,

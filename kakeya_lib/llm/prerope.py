@@ -47,6 +47,8 @@ class PreRopeCache(DynamicCache):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rope_tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # layer -> pre-RoPE queries [B, H, T, D] of every forward, when capture is switched on
+        self.captured_queries: dict[int, list[torch.Tensor]] | None = None
 
     def record_rope(self, kind: str, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append the tables [1, q_len, D] of a new chunk; return the tables of all positions."""
@@ -103,7 +105,7 @@ def _make_forward(family: str, kind: str, records_rope: bool):
         cache = cache if cache is not None else past_key_values
         q, k, v = _project(self, hidden_states, family)
         cos, sin = position_embeddings
-        q = apply_rope(q, cos, sin)
+        q_pre, q = q, apply_rope(q, cos, sin)
         if cache is None:
             k_rot, v_all = apply_rope(k, cos, sin), v
         else:
@@ -116,6 +118,8 @@ def _make_forward(family: str, kind: str, records_rope: bool):
                 cos_all, sin_all = cache.record_rope(kind, cos, sin)
             else:
                 cos_all, sin_all = cache.rope_tables[kind]
+            if cache.captured_queries is not None:
+                cache.captured_queries.setdefault(self.layer_idx, []).append(q_pre.detach().clone())
             k_all, v_all = cache.update(k, v, self.layer_idx, kwargs=kwargs)
             q_len, kv_len, seen = q.shape[2], k_all.shape[2], cos_all.shape[1]
             if kv_len > seen or not torch.equal(cos_all[:, seen - q_len :], cos):
