@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Re-install when the dependency lists or the package metadata change.
-X
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-assets.txt pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: setup test test-all reproduce bench clean
 
