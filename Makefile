@@ -38,6 +38,7 @@ reproduce: setup
 bench: setup
 	$(VENV)/bin/kakeya bench --json data/results/bench/codec_cpu_kv_like.json
 	$(VENV)/bin/kakeya bench --data gaussian --json data/results/bench/codec_cpu_gaussian.json
+	$(PY) benchmarks/cache_memory.py
 
 clean:
 	rm -rf .pytest_cache .hypothesis build dist *.egg-info
