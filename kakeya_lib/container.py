@@ -50,6 +50,7 @@ SECTION_TAGS = {
     6: "outliers",  # sparse (position, value) pairs
     7: "codebook",  # custom quantiser levels
     8: "raw",  # uncompressed values
+    9: "scales",  # per-group / per-block quantiser scales and offsets
 }
 _TAG_OF_NAME = {v: k for k, v in SECTION_TAGS.items()}
 

@@ -13,8 +13,12 @@ from typing import Any
 from ..container import read_container
 from ..errors import SpecError
 from .base import Codec, ratio_vs_bf16
+from .fp8 import Fp8Codec
 from .identity import IdentityCodec
+from .intq import IntCodec
 from .kakeya import KakeyaCodec
+from .kivi import KiviCodec
+from .turboquant import TurboQuantCodec
 from .spec import build_params, format_spec, split_spec
 
 _REGISTRY: dict[str, type[Codec]] = {}
@@ -28,7 +32,7 @@ def register(cls: type[Codec]) -> type[Codec]:
     return cls
 
 
-for _cls in (IdentityCodec, KakeyaCodec):
+for _cls in (IdentityCodec, KakeyaCodec, TurboQuantCodec, IntCodec, KiviCodec, Fp8Codec):
     register(_cls)
 
 

@@ -25,7 +25,7 @@ from transformers.cache_utils import DynamicLayer
 from .. import codecs
 from ..errors import InputError
 from .evaluate import full_attention_layers
-from .kvrows import from_rows, to_rows
+from .kvrows import from_rows, spec_for_heads, to_rows
 from .prerope import PreRopeCache
 
 
@@ -129,7 +129,9 @@ class CompressedCache(PreRopeCache):
         if boundary:
             chosen = chosen[boundary:-boundary] if len(chosen) > 2 * boundary else []
         self.compressed_layers = chosen
-        k, v = codecs.get(k_codec), codecs.get(v_codec or k_codec)
+        n_kv = config.num_key_value_heads
+        k = codecs.get(spec_for_heads(k_codec, n_kv))
+        v = codecs.get(spec_for_heads(v_codec or k_codec, n_kv))
         for i in chosen:
             self.layers[i] = CompressedLayer(k, v, block_tokens, hot_tokens)
 

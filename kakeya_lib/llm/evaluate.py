@@ -28,7 +28,7 @@ import torch
 
 from .. import codecs
 from ..errors import InputError
-from .kvrows import from_rows, to_rows
+from .kvrows import from_rows, spec_for_heads, to_rows
 from .prerope import PreRopeCache, make_cache, patch_model
 
 
@@ -179,7 +179,9 @@ def evaluate(
     lengths = {len(p) for p in passages}
     if len(lengths) != 1 or next(iter(lengths)) < ctx_len + 2 or ctx_len < 1:
         raise InputError(f"every passage needs ctx_len + n_eval tokens with n_eval >= 2; got lengths {sorted(lengths)}")
-    k_cod, v_cod = codecs.get(k_codec), codecs.get(v_codec or k_codec)
+    n_kv = model.config.num_key_value_heads
+    k_cod = codecs.get(spec_for_heads(k_codec, n_kv))
+    v_cod = codecs.get(spec_for_heads(v_codec or k_codec, n_kv))
     n_layers = model.config.num_hidden_layers
     chosen = sorted(set(full_attention_layers(model.config) if layers is None else layers))
     if any(not 0 <= i < n_layers for i in chosen):

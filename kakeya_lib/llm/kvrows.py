@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import codecs
 from ..errors import InputError
 
 
@@ -28,3 +29,18 @@ def from_rows(rows: np.ndarray, heads: int, like: torch.Tensor) -> torch.Tensor:
         raise InputError(f"{n_rows} rows do not split into {heads} heads")
     out = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).reshape(n_rows // heads, heads, d)
     return out.permute(1, 0, 2)[None].to(dtype=like.dtype, device=like.device).contiguous()
+
+
+def spec_for_heads(spec: str, heads: int) -> str:
+    """Fill in ``heads`` for codecs that group rows by head (``kivi``, ``fp8``) when the spec
+    leaves it at its default, so rows of one cache tensor are grouped per head.
+
+    The returned canonical spec (e.g. ``kivi:heads=3``) is what results are labelled with.
+    """
+    codec = codecs.get(spec)
+    if not hasattr(codec.params, "heads") or codec.params.heads != 1 or heads == 1:
+        return codec.spec
+    name, _, rest = spec.partition(":")
+    if "heads=" in rest:  # heads=1 given explicitly: keep it
+        return codec.spec
+    return codecs.get(f"{name}:{rest + ',' if rest else ''}heads={heads}").spec
