@@ -8,6 +8,7 @@ Sub-commands::
     kakeya demo                                     the `make reproduce` table on synthetic data
     kakeya eval --model NAME --corpus NAME --codec SPEC [--k-codec SPEC --v-codec SPEC] ... --json OUT
     kakeya capture --model NAME --corpus NAME --ctx N --passages P --out DIR
+    kakeya compare --pair SPEC[|V_SPEC] ... --out DIR    several codecs side by side, one table
 
 Bad input exits with status 2 and one line on stderr naming the problem.
 """
@@ -227,6 +228,55 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# Baselines at comparable budgets (K|V when they differ); `kakeya compare` runs these by default.
+DEFAULT_PAIRS = [
+    "identity",
+    "kakeya:bits=2",
+    "kakeya:bits=3,pca=rsvd,rank=32",
+    "turboquant:bits=2",
+    "turboquant:bits=3",
+    "turboquant:bits=4",
+    "int:bits=4,rotate=1",
+    "kivi:bits=2|kivi:bits=2,mode=value",
+    "kivi:bits=4|kivi:bits=4,mode=value",
+    "fp8|int:bits=4",
+]
+
+
+def _split_pair(text: str) -> tuple[str, str | None]:
+    k, sep, v = text.partition("|")
+    if not k.strip() or (sep and not v.strip()):
+        raise CliError(f"--pair {text!r}: expected SPEC or K_SPEC|V_SPEC")
+    return k.strip(), (v.strip() if sep else None)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .experiments.table import summary_row, to_markdown, write_csv  # noqa: PLC0415
+    from .llm.evaluate import evaluate_many  # noqa: PLC0415
+
+    pairs = [_split_pair(p) for p in (args.pair or DEFAULT_PAIRS)]
+    for k, v in pairs:  # fail on a bad spec before loading the model
+        codecs.get(k)
+        codecs.get(v or k)
+    loaded, chosen = _load_llm(args)
+    results = evaluate_many(loaded.model, [p.input_ids for p in chosen], args.ctx, pairs,
+                            progress=not args.no_progress, seed=args.seed, mode=args.mode)
+    meta = provenance.collect(command="compare", model=args.model, family=loaded.family, corpus=args.corpus,
+                              split=args.split, ctx=args.ctx, n_eval=args.n_eval, passages=args.passages,
+                              seed=args.seed, mode=args.mode, pairs=[list(p) for p in pairs],
+                              passage_ids=[p.passage_id for p in chosen])
+    rows = [summary_row(r) for r in results]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"provenance": meta, "results": results}, indent=2))
+    write_csv(rows, out / "summary.csv")
+    table = to_markdown(rows)
+    (out / "summary.md").write_text(table + "\n")
+    print(f"{args.model} / {args.corpus}, ctx {args.ctx}, {args.n_eval} eval tokens, {len(chosen)} passages, "
+          f"seed {args.seed}\n{table}")
+    return 0
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     from .llm.capture import capture_to_disk  # noqa: PLC0415
 
@@ -286,6 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", help="write the full result here")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="several codecs side by side on the same passages, one table")
+    _add_llm_arguments(p)
+    p.add_argument("--pair", action="append", help="SPEC or K_SPEC|V_SPEC (repeatable; default: a baseline set)")
+    p.add_argument("--n-eval", type=int, default=64)
+    p.add_argument("--mode", choices=["roundtrip", "cache"], default="roundtrip")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, help="folder for results.json, summary.csv, summary.md")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("capture", help="save pre-RoPE K/V/Q of passages (safetensors + JSON)")
     _add_llm_arguments(p)

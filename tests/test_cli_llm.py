@@ -91,3 +91,26 @@ def test_capture_writes_safetensors_and_sidecars(tiny_assets, tmp_path, capsys):
 def test_bad_llm_arguments_exit_with_one_line(argv, message, capsys):
     code, out, err = run(argv, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_runs_codecs_side_by_side_and_writes_a_table(tiny_assets, tmp_path, capsys):
+    import csv
+
+    model_dir, corpus = tiny_assets
+    out = tmp_path / "cmp"
+    code, stdout, _ = run(["compare", "--model", model_dir, "--corpus", corpus, "--ctx", 48, "--n-eval", 8,
+                           "--passages", 3, "--no-progress", "--out", out,
+                           "--pair", "identity", "--pair", "kivi:bits=2|kivi:bits=2,mode=value",
+                           "--pair", "turboquant:bits=3"], capsys)
+    assert code == 0 and "| K codec |" in stdout
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [r["k_codec"] for r in rows] == ["identity", "kivi:heads=2", "turboquant"]
+    assert rows[1]["v_codec"] == "kivi:mode=value"  # value mode is per token: no heads needed
+    assert float(rows[0]["kl_mean"]) == 0.0 and float(rows[1]["kl_mean"]) > 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["results"]) == 3 and results["provenance"]["passage_ids"]
+
+
+def test_compare_rejects_a_bad_pair_before_loading(capsys):
+    code, _, err = run(["compare", "--out", "/nonexistent/x", "--pair", "kivi|"], capsys)
+    assert code == 2 and "K_SPEC|V_SPEC" in err

@@ -57,6 +57,11 @@ class Codec(abc.ABC):
         self.params = params if params is not None else self.Params()
 
     @property
+    def groups_by_head(self) -> bool:
+        """Whether the codec groups rows per KV head (then it has a ``heads`` parameter)."""
+        return False
+
+    @property
     def spec(self) -> str:
         """Canonical spec string (non-default keys only)."""
         return format_spec(self.name, self.params)

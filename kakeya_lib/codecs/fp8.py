@@ -36,6 +36,7 @@ class Fp8Params:
 class Fp8Codec(Codec):
     name = "fp8"
     Params = Fp8Params
+    groups_by_head = True  # type: ignore[assignment]
 
     def _blocks(self, tokens: int) -> int:
         return -(-tokens // self.params.block)

@@ -45,6 +45,10 @@ class KiviCodec(Codec):
     Params = KiviParams
     max_cols = 4096
 
+    @property
+    def groups_by_head(self) -> bool:
+        return self.params.mode == "key"
+
     def _layout(self, n: int, d: int) -> tuple[int, int, int]:
         """(groups per line, line length, number of lines) of the grouped view."""
         p = self.params

@@ -159,29 +159,54 @@ def evaluate(
     block_tokens: int = 512,
     hot_tokens: int = 128,
 ) -> dict[str, Any]:
-    """Run the protocol on token-id passages (each ``ctx_len + n_eval`` long, same length).
+    """Run the protocol for one K/V codec pair; see :func:`evaluate_many` for the parameters."""
+    return evaluate_many(model, passages, ctx_len, [(k_codec, v_codec)], layers, progress, seed, mode,
+                         block_tokens, hot_tokens)[0]
+
+
+def evaluate_many(
+    model: Any,
+    passages: Sequence[Sequence[int]],
+    ctx_len: int,
+    pairs: Sequence[tuple[str, str | None]],
+    layers: Sequence[int] | None = None,
+    progress: bool = True,
+    seed: int = 0,
+    mode: str = "roundtrip",
+    block_tokens: int = 512,
+    hot_tokens: int = 128,
+) -> list[dict[str, Any]]:
+    """Run the protocol for several K/V codec pairs side by side on the same passages.
+
+    Each passage is prefilled once and its reference continuation run once; every codec pair
+    then gets its own copy of the prefilled cache.
 
     Parameters
     ----------
     model : a float causal LM of a supported family (patched here if it is not yet)
     passages : token ids, each of length ctx_len + n_eval (n_eval >= 2)
-    k_codec, v_codec : codec specs for keys and values (``v_codec`` defaults to ``k_codec``)
+    pairs : (k_codec, v_codec) specs; ``v_codec=None`` means the same as ``k_codec``
     layers : layer indices to compress (default: all full-attention layers)
     mode : "roundtrip" replaces the whole prefix of each compressed layer by its codec round
         trip (the seed's protocol); "cache" prefills through a :class:`CompressedCache`, which
         stores full blocks of ``block_tokens`` as bytes and keeps the newest tokens (at least
         ``hot_tokens``) in float, and counts those float bytes too
+
+    Returns
+    -------
+    one result dict per pair (see the module docstring for the fields)
     """
     if not passages:
         raise InputError("no passages to evaluate")
+    if not pairs:
+        raise InputError("no codecs to evaluate")
     if mode not in ("roundtrip", "cache"):
         raise InputError(f"mode must be 'roundtrip' or 'cache', got {mode!r}")
     lengths = {len(p) for p in passages}
     if len(lengths) != 1 or next(iter(lengths)) < ctx_len + 2 or ctx_len < 1:
         raise InputError(f"every passage needs ctx_len + n_eval tokens with n_eval >= 2; got lengths {sorted(lengths)}")
     n_kv = model.config.num_key_value_heads
-    k_cod = codecs.get(spec_for_heads(k_codec, n_kv))
-    v_cod = codecs.get(spec_for_heads(v_codec or k_codec, n_kv))
+    coders = [(codecs.get(spec_for_heads(k, n_kv)), codecs.get(spec_for_heads(v or k, n_kv))) for k, v in pairs]
     n_layers = model.config.num_hidden_layers
     chosen = sorted(set(full_attention_layers(model.config) if layers is None else layers))
     if any(not 0 <= i < n_layers for i in chosen):
@@ -189,9 +214,9 @@ def evaluate(
     if not any(getattr(layer.self_attn, "_kakeya_prerope", False) for layer in model.model.layers):
         patch_model(model)
 
-    tallies = [LayerTally(compressed=i in chosen) for i in range(n_layers)]
-    scores: list[PassageScore] = []
-    codec_seconds = 0.0
+    tallies = [[LayerTally(compressed=i in chosen) for i in range(n_layers)] for _ in coders]
+    scores: list[list[PassageScore]] = [[] for _ in coders]
+    codec_seconds = [0.0 for _ in coders]
     iterator = passages
     if progress:
         from tqdm.auto import tqdm  # noqa: PLC0415
@@ -203,17 +228,30 @@ def evaluate(
         with torch.no_grad():
             cache_ref = make_cache(model)
             model(prefix, cache=cache_ref)
-            t0 = time.perf_counter()
-            if mode == "roundtrip":
-                cache_codec = copy.deepcopy(cache_ref)
-                _roundtrip(cache_codec, tallies, k_cod, v_cod)
-            else:
-                cache_codec = _streamed(model, prefix, cache_ref, tallies, k_cod.spec, v_cod.spec,
-                                        chosen, block_tokens, hot_tokens)
-            codec_seconds += time.perf_counter() - t0
+            codec_logits = []
+            for j, (k_cod, v_cod) in enumerate(coders):
+                t0 = time.perf_counter()
+                if mode == "roundtrip":
+                    cache_codec = copy.deepcopy(cache_ref)
+                    _roundtrip(cache_codec, tallies[j], k_cod, v_cod)
+                else:
+                    cache_codec = _streamed(model, prefix, cache_ref, tallies[j], k_cod.spec, v_cod.spec,
+                                            chosen, block_tokens, hot_tokens)
+                codec_seconds[j] += time.perf_counter() - t0
+                codec_logits.append(model(cont, cache=cache_codec).logits[0, :-1])
+                del cache_codec
             logits_ref = model(cont, cache=cache_ref).logits[0, :-1]
-            logits_codec = model(cont, cache=cache_codec).logits[0, :-1]
-        scores.append(_score(logits_ref, logits_codec, cont[0, 1:]))
+        for j, logits in enumerate(codec_logits):
+            scores[j].append(_score(logits_ref, logits, cont[0, 1:]))
+    return [
+        _summarise(scores[j], tallies[j], k_cod, v_cod, chosen, mode, codec_seconds[j], seed)
+        for j, (k_cod, v_cod) in enumerate(coders)
+    ]
+
+
+def _summarise(scores: list[PassageScore], tallies: list[LayerTally], k_cod: Any, v_cod: Any, chosen: list[int],
+               mode: str, codec_seconds: float, seed: int) -> dict[str, Any]:
+    """Pool one codec pair's per-passage scores and per-layer tallies into the result dict."""
 
     def pooled(attr: str) -> float:
         values = [v for s in scores for v in getattr(s, attr)]

@@ -38,7 +38,7 @@ def spec_for_heads(spec: str, heads: int) -> str:
     The returned canonical spec (e.g. ``kivi:heads=3``) is what results are labelled with.
     """
     codec = codecs.get(spec)
-    if not hasattr(codec.params, "heads") or codec.params.heads != 1 or heads == 1:
+    if not codec.groups_by_head or codec.params.heads != 1 or heads == 1:
         return codec.spec
     name, _, rest = spec.partition(":")
     if "heads=" in rest:  # heads=1 given explicitly: keep it

@@ -1,0 +1,1 @@
+"""Experiments: side-by-side comparisons, tidy result tables, the results store."""

@@ -1,0 +1,62 @@
+"""Tidy summary tables from evaluation results (one row per K/V codec pair).
+
+The same rows feed the CLI's markdown, ``summary.csv`` for notebooks, and later the paper's
+generated tables. ``bits_per_elem`` is ``16 / ratio_vs_bf16``: every stored bit (codes,
+skeletons, scales, headers, uncompressed layers) per cached element.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Sequence
+
+COLUMNS = (
+    "k_codec", "v_codec", "bits_per_elem", "ratio_vs_bf16", "delta_ppl_pct", "delta_ppl_ci_lo",
+    "delta_ppl_ci_hi", "kl_mean", "top1_pct", "k_rel_mse", "v_rel_mse", "n_passages", "n_scored_tokens",
+)
+
+
+def summary_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One table row from an :func:`~kakeya_lib.llm.evaluate.evaluate` result."""
+    lo, hi = result["delta_ppl_ci95"]
+    return {
+        "k_codec": result["k_codec"],
+        "v_codec": result["v_codec"],
+        "bits_per_elem": 16.0 / result["ratio_vs_bf16"],
+        "ratio_vs_bf16": result["ratio_vs_bf16"],
+        "delta_ppl_pct": result["delta_ppl_pct"],
+        "delta_ppl_ci_lo": lo,
+        "delta_ppl_ci_hi": hi,
+        "kl_mean": result["kl_mean"],
+        "top1_pct": result["top1_pct"],
+        "k_rel_mse": result["k_rel_mse"],
+        "v_rel_mse": result["v_rel_mse"],
+        "n_passages": result["n_passages"],
+        "n_scored_tokens": result["n_scored_tokens"],
+    }
+
+
+def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """A compact markdown table (codec, bits/elem, ratio, Δppl with CI, KL, top-1, MSEs)."""
+    lines = [
+        "| K codec | V codec | bits/elem | ratio | Δppl % [95 % CI] | KL | top-1 % | K rel MSE | V rel MSE |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| `{r['k_codec']}` | `{r['v_codec']}` | {r['bits_per_elem']:.2f} | {r['ratio_vs_bf16']:.2f}× | "
+            f"{r['delta_ppl_pct']:+.2f} [{r['delta_ppl_ci_lo']:+.2f}, {r['delta_ppl_ci_hi']:+.2f}] | "
+            f"{r['kl_mean']:.4f} | {r['top1_pct']:.1f} | {r['k_rel_mse']:.4f} | {r['v_rel_mse']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Write the rows with the fixed :data:`COLUMNS` order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: r[k] for k in COLUMNS})
