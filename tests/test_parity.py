@@ -14,7 +14,11 @@ pytestmark = [
     pytest.mark.skipif(not backend.gpu_available(), reason="CuPy with a usable CUDA device is not available"),
 ]
 
-SPECS = ["kakeya", "kakeya:bits=2,pca=rsvd,rank=32,outlier=2.0", "kakeya:share_basis=1,skel=bf16", "identity"]
+SPECS = [
+    "kakeya", "kakeya:bits=2,pca=rsvd,rank=32,outlier=2.0", "kakeya:share_basis=1,skel=bf16", "identity",
+    "turboquant:bits=3", "turboquant:bits=3,qjl=1,rotation=wht", "int:bits=4,rotate=1", "kivi:bits=2,heads=2",
+    "kivi:bits=4,mode=value", "fp8:heads=2",
+]
 
 
 @pytest.fixture
