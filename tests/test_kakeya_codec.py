@@ -376,3 +376,41 @@ def test_decoding_with_another_codec_names_the_right_one():
     with pytest.raises(CorruptBlobError, match="kakeya:bits=2"):
         codecs.get("kakeya").decode(blob)
     assert codecs.decode(blob).shape == (16, 4)
+
+
+# -- lean variants: no basis at full rank, no k-means ------------------------------------------
+def test_pca_none_stores_only_the_block_mean():
+    n, d, block = 1024, 64, 512
+    x = synthetic.kv_like(n, d, seed=30)
+    codec, blob, y = roundtrip(f"kakeya:pca=none,block={block}", x)
+    ledger = codec.ledger(blob)
+    assert ledger["skeleton"] == (n // block) * 2 * d  # f16 means only
+    assert {b.d_eff for b in codec.block_table(blob)} == {d}
+    assert rel_mse(x, y) < 0.01  # full rank: only quantisation error (observed 0.0047)
+
+
+def test_k_zero_drops_centres_ids_and_t():
+    n, d = 512, 64
+    x = synthetic.kv_like(n, d, seed=31)
+    codec, blob, y = roundtrip("kakeya:pca=none,k=0,bits=3", x)
+    ledger = codec.ledger(blob)
+    assert ledger["centres"] == 0
+    assert ledger["codes"] == packed_nbytes(n * d, 3)  # quantiser indices only
+    assert ledger["norms"] == 2 * n  # one f16 residual norm per row
+    assert {b.k_eff for b in codec.block_table(blob)} == {0}
+    assert rel_mse(x, y) < 0.02  # observed 0.0097
+
+
+def test_lean_variant_corruption_is_detected():
+    x = synthetic.kv_like(100, 16, seed=32)
+    codec = codecs.get("kakeya:pca=none,k=0,block=64")
+    blob = codec.encode(x)
+    box = container.read_container(blob)
+    blocks = bytearray(box.sections["blocks"])
+    blocks[0] = 3  # rank 3 < D: impossible without a basis
+    with pytest.raises(CorruptBlobError):
+        codec.decode(_rewrite(blob, blocks=bytes(blocks)))
+    blocks = bytearray(box.sections["blocks"])
+    blocks[2] = 1  # a centre count where k=0
+    with pytest.raises(CorruptBlobError):
+        codec.decode(_rewrite(blob, blocks=bytes(blocks)))

@@ -59,12 +59,12 @@ class KakeyaParams:
 
     bits: int = 3  # Lloyd–Max bits per residual coordinate (1..8)
     block: int = 512  # rows per block
-    pca: Literal["exact", "rsvd"] = "exact"  # skeleton fit
+    pca: Literal["exact", "rsvd", "none"] = "exact"  # skeleton fit ("none": block mean only, no basis)
     vr: float = 0.95  # variance ratio the skeleton keeps (0..1]
     rank: int = 0  # exact: rank cap (0 = none); rsvd: target rank (0 = max(D/2, 8))
     oversample: int = 8  # rsvd oversampling
     power_iters: int = 2  # rsvd power iterations
-    k: int = 16  # spherical k-means centres per block
+    k: int = 16  # spherical k-means centres per block (0 = no k-means: no ids, no t)
     kmeans_iters: int = 32  # Lloyd iterations at most
     skel: Literal["f16", "bf16", "f32"] = "f16"  # storage of mean, basis, centres
     scalars: Literal["f16", "bf16", "f32"] = "f16"  # storage of t, residual norms, outlier values
@@ -87,7 +87,7 @@ class KakeyaParams:
             (self.rank >= 0, f"rank must be >= 0, got {self.rank}"),
             (self.oversample >= 0, f"oversample must be >= 0, got {self.oversample}"),
             (self.power_iters >= 0, f"power_iters must be >= 0, got {self.power_iters}"),
-            (1 <= self.k <= 0xFFFF, f"k must be in 1..65535, got {self.k}"),
+            (0 <= self.k <= 0xFFFF, f"k must be in 0..65535, got {self.k}"),
             (self.kmeans_iters >= 1, f"kmeans_iters must be >= 1, got {self.kmeans_iters}"),
             (self.outlier is None or self.outlier >= 0, f"outlier threshold must be >= 0, got {self.outlier}"),
             (0 <= self.seed < 2**64, f"seed must be in [0, 2**64), got {self.seed}"),
@@ -129,11 +129,11 @@ class KakeyaCodec(Codec):
         scal_b = floats.NBYTES[p.scalars]
         n, w = info.rows, info.width
         return {
-            "skeleton": 0 if p.share_basis else skel_b * (d + info.d_eff * d),
+            "skeleton": 0 if p.share_basis else self._skeleton_nbytes(info.d_eff, d),
             "centres": skel_b * info.k_eff * info.d_eff,
             "seg": packed_nbytes(n, bits_for(info.k_eff)) if info.k_eff > 1 else 0,
             "idx": packed_nbytes(n * w, p.bits),
-            "norms": 2 * scal_b * n,
+            "norms": (2 if info.k_eff else 1) * scal_b * n,  # t (with k-means) and ‖r‖
             "out_pos": packed_nbytes(info.n_outliers, max(1, bits_for(n * w))) if info.n_outliers else 0,
             "out_val": scal_b * info.n_outliers,
         }
@@ -147,6 +147,8 @@ class KakeyaCodec(Codec):
         """Skeletons of B equal-size blocks x [B, n, D] (weights [B, n] or None)."""
         p = self.params
         d = int(x.shape[2])
+        if p.pca == "none":
+            return [pca.fit_mean_only(x[i], None if w is None else w[i], xp, p.skel) for i in range(int(x.shape[0]))]
         if p.pca == "exact":
             return pca.fit_exact_batched(x, w, xp, p.vr, p.rank or None, p.skel)
         target = p.rank or min(d, max(d // 2, 8))
@@ -187,7 +189,10 @@ class KakeyaCodec(Codec):
                 padded = xp.zeros((count, rows, d_max), dtype=xp.float32)
                 for i, c in enumerate(coeffs):
                     padded[i, :, : c.shape[1]] = c
-                centres = kmeans.fit_batched(padded, p.k, xp, wb, p.kmeans_iters, p.seed, p.skel)
+                if p.k:
+                    centres = kmeans.fit_batched(padded, p.k, xp, wb, p.kmeans_iters, p.seed, p.skel)
+                else:
+                    centres = [xp.zeros((0, d_max), dtype=xp.float32)] * count
             for i, fit in enumerate(fits):
                 self._encode_block(
                     xb[i], fit, coeffs[i], centres[i][:, : fit.d_eff], levels, out, xp, write_skeleton=shared is None
@@ -199,7 +204,12 @@ class KakeyaCodec(Codec):
 
     def _skeleton_bytes(self, fit: pca.PcaFit, xp: ModuleType) -> bytes:
         skel = self.params.skel
-        return floats.to_bytes(fit.mean, skel, xp, "PCA mean") + floats.to_bytes(fit.basis, skel, xp, "PCA basis")
+        mean = floats.to_bytes(fit.mean, skel, xp, "PCA mean")
+        return mean if self.params.pca == "none" else mean + floats.to_bytes(fit.basis, skel, xp, "PCA basis")
+
+    def _skeleton_nbytes(self, d_eff: int, d: int) -> int:
+        """Mean, plus the basis unless ``pca=none`` (identity basis, never stored)."""
+        return floats.NBYTES[self.params.skel] * (d + (0 if self.params.pca == "none" else d_eff * d))
 
     def _encode_block(
         self,
@@ -216,7 +226,12 @@ class KakeyaCodec(Codec):
         p = self.params
         rows = int(xb.shape[0])
         with STAGES.stage("encode/kmeans", xp):
-            seg, t = kmeans.assign(c, centres, xp)
+            k_eff = int(centres.shape[0])
+            if k_eff:
+                seg, t = kmeans.assign(c, centres, xp)
+            else:  # no k-means: the whole coefficient vector is the residual
+                seg, t = xp.zeros(c.shape[0], dtype=xp.int64), xp.zeros(c.shape[0], dtype=xp.float32)
+                centres = xp.zeros((1, c.shape[1]), dtype=xp.float32)
             t_stored = floats.round_to(t, p.scalars, xp, "k-means projections t")
             res = c - (t if p.legacy_unrounded_t else t_stored)[:, None] * centres[seg]
 
@@ -238,19 +253,18 @@ class KakeyaCodec(Codec):
             norm_field = xp.sqrt((xb * xb).sum(axis=1))  # stored, never used by decode (seed bug)
         else:
             norm_field = xp.where(live, rnorm / np.float32(gain), 0)
-        info = BlockInfo(rows=rows, d_eff=d_eff, k_eff=int(centres.shape[0]), n_outliers=int(pos.size))
+        info = BlockInfo(rows=rows, d_eff=d_eff, k_eff=k_eff, n_outliers=int(pos.size))
 
         with STAGES.stage("encode/pack", xp):
             out["blocks"].append(_BLOCK_ROW.pack(info.d_eff, info.k_eff, info.n_outliers))
             if write_skeleton:
                 out["skeleton"].append(self._skeleton_bytes(fit, xp))
-            out["centres"].append(floats.to_bytes(centres, p.skel, xp, "k-means centres"))
+            if k_eff:
+                out["centres"].append(floats.to_bytes(centres, p.skel, xp, "k-means centres"))
             seg_bytes = as_host_bytes(pack_bits(seg, bits_for(info.k_eff))) if info.k_eff > 1 else b""
             out["codes"].append(seg_bytes + as_host_bytes(pack_bits(idx.reshape(-1), p.bits)))
-            out["norms"].append(
-                floats.to_bytes(t_stored, p.scalars, xp, "k-means projections t")
-                + floats.to_bytes(norm_field, p.scalars, xp, "residual norms")
-            )
+            t_bytes = floats.to_bytes(t_stored, p.scalars, xp, "k-means projections t") if k_eff else b""
+            out["norms"].append(t_bytes + floats.to_bytes(norm_field, p.scalars, xp, "residual norms"))
             if info.n_outliers:
                 pos_bits = max(1, bits_for(rows * w))
                 out["outliers"].append(
@@ -276,7 +290,7 @@ class KakeyaCodec(Codec):
             info = BlockInfo(rows=rows, d_eff=d_eff, k_eff=k_eff, n_outliers=n_out)
             if not 1 <= d_eff <= d:
                 raise CorruptBlobError(f"block {i}: rank {d_eff} outside 1..{d}")
-            if not 1 <= k_eff <= max(1, min(p.k, rows)):
+            if (p.k == 0 and k_eff != 0) or (p.k and not 1 <= k_eff <= max(1, min(p.k, rows))):
                 raise CorruptBlobError(f"block {i}: {k_eff} centres for {rows} rows with k={p.k}")
             if n_out > rows * info.width or (n_out and p.outlier is None):
                 raise CorruptBlobError(f"block {i}: {n_out} outliers is impossible here")
@@ -290,7 +304,7 @@ class KakeyaCodec(Codec):
         d = box.n_cols
         table = self._block_table(box)
         sizes = [self._sizes(info, d) for info in table]
-        shared_bytes = (floats.NBYTES[p.skel] * (d + table[0].d_eff * d)) if p.share_basis else 0
+        shared_bytes = self._skeleton_nbytes(table[0].d_eff, d) if p.share_basis else 0
         expect = {
             "skeleton": shared_bytes + sum(s["skeleton"] for s in sizes),
             "centres": sum(s["centres"] for s in sizes),
@@ -333,6 +347,11 @@ class KakeyaCodec(Codec):
         skel = self.params.skel
         split = floats.NBYTES[skel] * d
         mean = floats.from_bytes(buf[:split], skel, d, xp, "PCA mean")
+        if self.params.pca == "none":
+            if d_eff != d:
+                raise CorruptBlobError(f"pca=none needs full rank {d}, block table says {d_eff}")
+            return pca.PcaFit(mean=mean, basis=xp.eye(d, dtype=xp.float32), eigenvalues=None,
+                              captured_variance=1.0)
         basis = floats.from_bytes(buf[split:], skel, d_eff * d, xp, "PCA basis").reshape(d_eff, d)
         return pca.PcaFit(mean=mean, basis=basis, eigenvalues=None, captured_variance=float("nan"))
 
@@ -351,8 +370,9 @@ class KakeyaCodec(Codec):
                 seg = xp.zeros(rows, dtype=xp.int64)
             idx_packed = xp.asarray(np.frombuffer(take("codes", size["idx"]), dtype=np.uint8))
             idx = unpack_bits(idx_packed, p.bits, rows * w).reshape(rows, w)
-            scalars = floats.from_bytes(take("norms", size["norms"]), p.scalars, 2 * rows, xp, "norms")
-            t, norm_field = scalars[:rows], scalars[rows:]
+            n_scalars = 2 if info.k_eff else 1
+            scalars = floats.from_bytes(take("norms", size["norms"]), p.scalars, n_scalars * rows, xp, "norms")
+            t, norm_field = scalars[: rows * (n_scalars - 1)], scalars[rows * (n_scalars - 1) :]
         with STAGES.stage("decode/dequantize", xp):
             zhat = lloyd_max.dequantize(idx, levels, xp)
             if info.n_outliers:
@@ -364,5 +384,7 @@ class KakeyaCodec(Codec):
             res_norm = xp.ones_like(norm_field) if p.legacy_ip_norm else norm_field
             r_hat = wht.inverse_rotate(zhat * (res_norm / np.float32(math.sqrt(w)))[:, None], p.seed, xp)
         with STAGES.stage("decode/unproject", xp):
-            c_hat = t[:, None] * centres[seg] + r_hat[:, : info.d_eff]
+            c_hat = r_hat[:, : info.d_eff]
+            if info.k_eff:
+                c_hat = c_hat + t[:, None] * centres[seg]
             return pca.unproject(fit, c_hat)

@@ -158,6 +158,15 @@ def fit_exact_batched(
     return fits
 
 
+def fit_mean_only(x: Any, w: Any | None, xp: ModuleType, storage: str = "f16") -> PcaFit:
+    """A skeleton of just the (weighted) mean with the identity basis (nothing but the mean is
+    stored): at full rank a PCA basis costs D² values and buys nothing before a rotation."""
+    mean, _ = weighted_mean(x, w, xp)
+    d = int(x.shape[1])
+    return PcaFit(mean=floats.round_to(mean, storage, xp, "block mean"), basis=xp.eye(d, dtype=xp.float32),
+                  eigenvalues=None, captured_variance=1.0)
+
+
 def project(fit: PcaFit, x: Any) -> Any:
     """Coefficients ``c = (x - mean) basisᵀ`` [n, d_eff] for x [n, D]."""
     if x.shape[1] != fit.basis.shape[1]:
