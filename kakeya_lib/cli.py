@@ -197,23 +197,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError("give --codec SPEC, or --k-codec SPEC (and optionally --v-codec SPEC)")
     k_spec = args.k_codec or args.codec
     v_spec = args.v_codec or args.codec or k_spec
-    loaded, chosen = _load_llm(args)
-    layers = None if args.layers is None else [int(v) for v in args.layers.split(",") if v.strip()]
-    if args.boundary:
-        from .llm.evaluate import full_attention_layers  # noqa: PLC0415
+    from .llm.plan import KVPlan  # noqa: PLC0415
 
-        base = layers if layers is not None else full_attention_layers(loaded.model.config)
-        layers = base[args.boundary:-args.boundary] if len(base) > 2 * args.boundary else []
+    layers = None if args.layers is None else tuple(int(v) for v in args.layers.split(",") if v.strip())
+    plan = KVPlan(k_spec, v_spec, boundary=args.boundary, boundary_k=args.boundary_k_codec,
+                  boundary_v=args.boundary_v_codec, protect_tokens=args.protect_tokens, layers=layers)
+    loaded, chosen = _load_llm(args)
     t0 = time.perf_counter()
-    result = evaluate(loaded.model, [p.input_ids for p in chosen], args.ctx, k_spec, v_spec, layers=layers,
+    result = evaluate(loaded.model, [p.input_ids for p in chosen], args.ctx, plan,
                       progress=not args.no_progress, seed=args.seed, mode=args.mode,
                       block_tokens=args.block_tokens, hot_tokens=args.hot_tokens)
     result["wall_seconds"] = time.perf_counter() - t0
     result["passage_ids"] = [p.passage_id for p in chosen]
     result["provenance"] = provenance.collect(
         command="eval", model=args.model, family=loaded.family, corpus=args.corpus, split=args.split,
-        ctx=args.ctx, n_eval=args.n_eval, passages=args.passages, seed=args.seed, boundary=args.boundary,
-        layers=args.layers, mode=args.mode, block_tokens=args.block_tokens, hot_tokens=args.hot_tokens,
+        ctx=args.ctx, n_eval=args.n_eval, passages=args.passages, seed=args.seed, plan=plan.label,
+        boundary=args.boundary, boundary_k=args.boundary_k_codec, boundary_v=args.boundary_v_codec,
+        protect_tokens=args.protect_tokens, layers=args.layers, mode=args.mode, block_tokens=args.block_tokens, hot_tokens=args.hot_tokens,
         device="cpu (torch)",
     )
     lo, hi = result["delta_ppl_ci95"]
@@ -329,7 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--v-codec", help="codec spec for V (overrides --codec)")
     p.add_argument("--n-eval", type=int, default=64, help="continuation tokens scored per passage")
     p.add_argument("--layers", help="comma-separated layers to compress (default: all full-attention layers)")
-    p.add_argument("--boundary", type=int, default=0, help="keep this many first and last layers uncompressed")
+    p.add_argument("--boundary", type=int, default=0,
+                   help="first and last N compressed layers are boundary layers (uncompressed unless --boundary-k-codec)")
+    p.add_argument("--boundary-k-codec", help="codec spec for boundary layers' K (default: uncompressed)")
+    p.add_argument("--boundary-v-codec", help="codec spec for boundary layers' V (default: as K)")
+    p.add_argument("--protect-tokens", type=int, default=0, help="leading tokens kept exact (attention sink)")
     p.add_argument("--mode", choices=["roundtrip", "cache"], default="roundtrip")
     p.add_argument("--block-tokens", type=int, default=512, help="cache mode: tokens per encoded block")
     p.add_argument("--hot-tokens", type=int, default=128, help="cache mode: newest tokens kept in float")

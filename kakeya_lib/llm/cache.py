@@ -24,21 +24,26 @@ from transformers.cache_utils import DynamicLayer
 
 from .. import codecs
 from ..errors import InputError
-from .evaluate import full_attention_layers
-from .kvrows import from_rows, spec_for_heads, to_rows
+from .kvrows import from_rows, to_rows
+from .plan import KVPlan
 from .prerope import PreRopeCache
 
 
 class CompressedLayer(DynamicLayer):
     """One cache layer: packed K/V blocks plus a float hot window (``self.keys/values``)."""
 
-    def __init__(self, k_codec: codecs.Codec, v_codec: codecs.Codec, block_tokens: int, hot_tokens: int) -> None:
+    def __init__(self, k_codec: codecs.Codec, v_codec: codecs.Codec, block_tokens: int, hot_tokens: int,
+                 protect_tokens: int = 0) -> None:
         super().__init__()
         self.k_codec, self.v_codec = k_codec, v_codec
         self.block_tokens, self.hot_tokens = block_tokens, hot_tokens
+        self.protect_tokens = protect_tokens
         self.k_blobs: list[bytes] = []
         self.v_blobs: list[bytes] = []
         self.compressed_tokens = 0
+        self.protected = 0  # leading tokens moved out of the hot window and kept exact
+        self.sink_k: torch.Tensor | None = None
+        self.sink_v: torch.Tensor | None = None
 
     def _decoded(self, blobs: list[bytes], codec: codecs.Codec, like: torch.Tensor) -> torch.Tensor:
         heads = like.shape[1]
@@ -50,8 +55,8 @@ class CompressedLayer(DynamicLayer):
             raise InputError("CompressedCache supports batch size 1")
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        old_k = self._decoded(self.k_blobs, self.k_codec, key_states)
-        old_v = self._decoded(self.v_blobs, self.v_codec, value_states)
+        old_k = self._with_sink(self.sink_k, self._decoded(self.k_blobs, self.k_codec, key_states))
+        old_v = self._with_sink(self.sink_v, self._decoded(self.v_blobs, self.v_codec, value_states))
         self.keys = torch.cat([self.keys, key_states], dim=-2)
         self.values = torch.cat([self.values, value_states], dim=-2)
         full_k = torch.cat([old_k, self.keys], dim=-2)  # exact values for the tokens of this step
@@ -59,8 +64,21 @@ class CompressedLayer(DynamicLayer):
         self._flush()
         return full_k, full_v
 
+    @staticmethod
+    def _with_sink(sink: torch.Tensor | None, rest: torch.Tensor) -> torch.Tensor:
+        return rest if sink is None else torch.cat([sink, rest], dim=-2)
+
     def _flush(self) -> None:
-        """Encode every full block that is older than the hot window."""
+        """Set the protected leading tokens aside, then encode every full block older than the hot window."""
+        if self.protected < self.protect_tokens and self.compressed_tokens == 0:
+            take = min(self.protect_tokens - self.protected, self.keys.shape[-2])
+            if take:
+                head_k, head_v = self.keys[..., :take, :], self.values[..., :take, :]
+                self.sink_k = head_k.clone() if self.sink_k is None else torch.cat([self.sink_k, head_k], dim=-2)
+                self.sink_v = head_v.clone() if self.sink_v is None else torch.cat([self.sink_v, head_v], dim=-2)
+                self.keys = self.keys[..., take:, :].contiguous()
+                self.values = self.values[..., take:, :].contiguous()
+                self.protected += take
         while self.keys.shape[-2] - self.hot_tokens >= self.block_tokens:
             n = self.block_tokens
             self.k_blobs.append(self.k_codec.encode(to_rows(self.keys[..., :n, :])))
@@ -72,7 +90,7 @@ class CompressedLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         if not self.is_initialized:
             return 0
-        return self.compressed_tokens + self.keys.shape[-2]
+        return self.protected + self.compressed_tokens + self.keys.shape[-2]
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove < 0 and abs(tokens_to_remove) > self.keys.shape[-2]:
@@ -88,7 +106,10 @@ class CompressedLayer(DynamicLayer):
 
     def bytes_held(self) -> dict[str, int]:
         hot = 0 if not self.is_initialized else (self.keys.numel() + self.values.numel()) * self.keys.element_size()
+        sink = 0 if self.sink_k is None else (self.sink_k.numel() + self.sink_v.numel()) * self.sink_k.element_size()
         return {
+            "protected_bytes": sink,
+            "protected_tokens": self.protected,
             "k_bytes": sum(map(len, self.k_blobs)),
             "v_bytes": sum(map(len, self.v_blobs)),
             "hot_bytes": hot,
@@ -108,6 +129,10 @@ class CompressedCache(PreRopeCache):
     boundary : keep this many first and last of those layers uncompressed (seed §5.2)
     block_tokens : tokens per encoded block
     hot_tokens : most recent tokens always kept in float
+    protect_tokens : leading tokens kept exact (the attention sink)
+
+    :meth:`from_plan` builds one from a :class:`~.plan.KVPlan` (boundary layers at their own
+    codecs included).
     """
 
     def __init__(
@@ -119,21 +144,25 @@ class CompressedCache(PreRopeCache):
         boundary: int = 0,
         block_tokens: int = 512,
         hot_tokens: int = 128,
+        protect_tokens: int = 0,
+        plan: KVPlan | None = None,
     ) -> None:
         super().__init__(config=config)
-        if block_tokens < 1 or hot_tokens < 0 or boundary < 0:
-            raise InputError("block_tokens must be >= 1, hot_tokens and boundary >= 0")
-        chosen = sorted(set(full_attention_layers(config) if layers is None else layers))
-        if any(not 0 <= i < len(self.layers) for i in chosen):
-            raise InputError(f"layer indices must lie in 0..{len(self.layers) - 1}, got {chosen}")
-        if boundary:
-            chosen = chosen[boundary:-boundary] if len(chosen) > 2 * boundary else []
-        self.compressed_layers = chosen
-        n_kv = config.num_key_value_heads
-        k = codecs.get(spec_for_heads(k_codec, n_kv))
-        v = codecs.get(spec_for_heads(v_codec or k_codec, n_kv))
-        for i in chosen:
-            self.layers[i] = CompressedLayer(k, v, block_tokens, hot_tokens)
+        if block_tokens < 1 or hot_tokens < 0:
+            raise InputError("block_tokens must be >= 1 and hot_tokens >= 0")
+        if plan is None:
+            plan = KVPlan(k_codec, v_codec, boundary=boundary, protect_tokens=protect_tokens,
+                          layers=None if layers is None else tuple(layers))
+        self.plan = plan
+        per_layer = plan.layer_codecs(config)
+        self.compressed_layers = [i for i, c in enumerate(per_layer) if c is not None]
+        for i, pair in enumerate(per_layer):
+            if pair is not None:
+                self.layers[i] = CompressedLayer(pair[0], pair[1], block_tokens, hot_tokens, plan.protect_tokens)
+
+    @classmethod
+    def from_plan(cls, config: Any, plan: KVPlan, block_tokens: int = 512, hot_tokens: int = 128) -> "CompressedCache":
+        return cls(config, plan.k, block_tokens=block_tokens, hot_tokens=hot_tokens, plan=plan)
 
     def bytes_held(self) -> list[dict[str, Any]]:
         """Bytes each layer holds right now (compressed blobs, hot window, plain float layers)."""

@@ -26,10 +26,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .. import codecs
 from ..errors import InputError
 from .kvrows import from_rows, spec_for_heads, to_rows
+from .plan import KVPlan, as_plans, full_attention_layers
 from .prerope import PreRopeCache, make_cache, patch_model
+
+__all__ = ["KVPlan", "evaluate", "evaluate_many", "full_attention_layers"]
 
 
 @dataclass
@@ -43,6 +45,7 @@ class LayerTally:
     k_bytes: int = 0
     v_bytes: int = 0
     hot_bytes: int = 0  # float tokens a streaming cache keeps uncompressed
+    protected_bytes: int = 0  # leading tokens kept exact (counted at bf16, like uncompressed layers)
     bf16_bytes: int = 0
     compressed: bool = True
 
@@ -56,7 +59,9 @@ class LayerTally:
 
     @property
     def stored_bytes(self) -> int:
-        return self.k_bytes + self.v_bytes + self.hot_bytes if self.compressed else self.bf16_bytes
+        if not self.compressed:
+            return self.bf16_bytes
+        return self.k_bytes + self.v_bytes + self.hot_bytes + self.protected_bytes
 
     def as_dict(self, layer: int) -> dict[str, Any]:
         return {
@@ -67,6 +72,7 @@ class LayerTally:
             "k_bytes": self.k_bytes,
             "v_bytes": self.v_bytes,
             "hot_bytes": self.hot_bytes,
+            "protected_bytes": self.protected_bytes,
             "bf16_bytes": self.bf16_bytes,
         }
 
@@ -77,12 +83,6 @@ class PassageScore:
     nll_codec: list[float] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
     top1: list[bool] = field(default_factory=list)
-
-
-def full_attention_layers(config: Any) -> list[int]:
-    """Layers a codec compresses by default: all but sliding-window layers."""
-    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    return [i for i, t in enumerate(types) if t != "sliding_attention"]
 
 
 def _score(logits_ref: torch.Tensor, logits_codec: torch.Tensor, targets: torch.Tensor) -> PassageScore:
@@ -109,40 +109,47 @@ def bootstrap_delta_ppl(scores: Sequence[PassageScore], n_boot: int = 2000, seed
     return [float(lo), float(hi)]
 
 
-def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], k_cod: Any, v_cod: Any) -> None:
-    """Replace K and V of every compressed layer of ``cache`` by decode(encode(·)), in place."""
+def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: list[Any], protect: int) -> None:
+    """Replace K and V of every compressed layer of ``cache`` by decode(encode(·)), in place;
+    the first ``protect`` tokens stay exact."""
     for i, layer in enumerate(cache.layers):
         keys, values = layer.keys, layer.values
         tallies[i].bf16_bytes += 2 * (keys.numel() + values.numel())
-        if not tallies[i].compressed:
+        if layer_codecs[i] is None:
             continue
-        for stream, tensor, codec in (("k", keys, k_cod), ("v", values, v_cod)):
-            rows = to_rows(tensor)
+        keep = min(protect, keys.shape[2])
+        tallies[i].protected_bytes += 2 * keep * (keys.shape[1] * keys.shape[3] + values.shape[1] * values.shape[3])
+        for stream, tensor, codec in (("k", keys, layer_codecs[i][0]), ("v", values, layer_codecs[i][1])):
+            if keep == tensor.shape[2]:
+                continue
+            rows = to_rows(tensor[:, :, keep:])
             blob = codec.encode(rows)
             decoded = codec.decode(blob, device="cpu")
             tallies[i].add(stream, rows, decoded, len(blob))
-            setattr(layer, "keys" if stream == "k" else "values", from_rows(decoded, tensor.shape[1], tensor))
+            rebuilt = torch.cat([tensor[:, :, :keep], from_rows(decoded, tensor.shape[1], tensor)], dim=2)
+            setattr(layer, "keys" if stream == "k" else "values", rebuilt)
 
 
 def _streamed(model: Any, prefix: torch.Tensor, cache_ref: PreRopeCache, tallies: list[LayerTally],
-              k_codec: str, v_codec: str, layers: list[int], block_tokens: int, hot_tokens: int) -> PreRopeCache:
+              plan: KVPlan, block_tokens: int, hot_tokens: int) -> PreRopeCache:
     """Prefill ``prefix`` into a :class:`CompressedCache` and account what it stores."""
     from .cache import CompressedCache, CompressedLayer  # noqa: PLC0415  (cache imports this module)
 
-    cache = CompressedCache(model.config, k_codec, v_codec, layers=layers,
-                            block_tokens=block_tokens, hot_tokens=hot_tokens)
+    cache = CompressedCache.from_plan(model.config, plan, block_tokens=block_tokens, hot_tokens=hot_tokens)
     model(prefix, cache=cache)
     for i, (layer, ref) in enumerate(zip(cache.layers, cache_ref.layers)):
         tallies[i].bf16_bytes += 2 * (ref.keys.numel() + ref.values.numel())
         if not isinstance(layer, CompressedLayer):
             continue
-        n = layer.compressed_tokens
+        start, end = layer.protected, layer.protected + layer.compressed_tokens
         for stream, blobs, codec, exact in (("k", layer.k_blobs, layer.k_codec, ref.keys),
                                             ("v", layer.v_blobs, layer.v_codec, ref.values)):
-            decoded = layer._decoded(blobs, codec, exact)
-            tallies[i].add(stream, to_rows(exact), to_rows(torch.cat([decoded, exact[..., n:, :]], dim=-2)),
-                           sum(map(len, blobs)))
-        tallies[i].hot_bytes += layer.bytes_held()["hot_bytes"]
+            if end > start:
+                decoded = layer._decoded(blobs, codec, exact)
+                tallies[i].add(stream, to_rows(exact[..., start:end, :]), to_rows(decoded), sum(map(len, blobs)))
+        held = layer.bytes_held()
+        tallies[i].hot_bytes += held["hot_bytes"]
+        tallies[i].protected_bytes += held["protected_bytes"]
     return cache
 
 
@@ -150,7 +157,7 @@ def evaluate(
     model: Any,
     passages: Sequence[Sequence[int]],
     ctx_len: int,
-    k_codec: str,
+    k_codec: str | KVPlan,
     v_codec: str | None = None,
     layers: Sequence[int] | None = None,
     progress: bool = True,
@@ -159,34 +166,34 @@ def evaluate(
     block_tokens: int = 512,
     hot_tokens: int = 128,
 ) -> dict[str, Any]:
-    """Run the protocol for one K/V codec pair; see :func:`evaluate_many` for the parameters."""
-    return evaluate_many(model, passages, ctx_len, [(k_codec, v_codec)], layers, progress, seed, mode,
-                         block_tokens, hot_tokens)[0]
+    """Run the protocol for one K/V codec pair (or one :class:`KVPlan`); see :func:`evaluate_many`."""
+    plan = k_codec if isinstance(k_codec, KVPlan) else KVPlan(k_codec, v_codec,
+                                                              layers=None if layers is None else tuple(layers))
+    return evaluate_many(model, passages, ctx_len, [plan], progress=progress, seed=seed, mode=mode,
+                         block_tokens=block_tokens, hot_tokens=hot_tokens)[0]
 
 
 def evaluate_many(
     model: Any,
     passages: Sequence[Sequence[int]],
     ctx_len: int,
-    pairs: Sequence[tuple[str, str | None]],
-    layers: Sequence[int] | None = None,
+    plans: Sequence[KVPlan | tuple[str, str | None] | str],
     progress: bool = True,
     seed: int = 0,
     mode: str = "roundtrip",
     block_tokens: int = 512,
     hot_tokens: int = 128,
 ) -> list[dict[str, Any]]:
-    """Run the protocol for several K/V codec pairs side by side on the same passages.
+    """Run the protocol for several plans side by side on the same passages.
 
-    Each passage is prefilled once and its reference continuation run once; every codec pair
-    then gets its own copy of the prefilled cache.
+    Each passage is prefilled once and its reference continuation run once; every plan then
+    gets its own copy of the prefilled cache.
 
     Parameters
     ----------
     model : a float causal LM of a supported family (patched here if it is not yet)
     passages : token ids, each of length ctx_len + n_eval (n_eval >= 2)
-    pairs : (k_codec, v_codec) specs; ``v_codec=None`` means the same as ``k_codec``
-    layers : layer indices to compress (default: all full-attention layers)
+    plans : :class:`KVPlan`\\ s, (k_codec, v_codec) pairs or single specs
     mode : "roundtrip" replaces the whole prefix of each compressed layer by its codec round
         trip (the seed's protocol); "cache" prefills through a :class:`CompressedCache`, which
         stores full blocks of ``block_tokens`` as bytes and keeps the newest tokens (at least
@@ -194,29 +201,28 @@ def evaluate_many(
 
     Returns
     -------
-    one result dict per pair (see the module docstring for the fields)
+    one result dict per plan (see the module docstring for the fields)
     """
     if not passages:
         raise InputError("no passages to evaluate")
-    if not pairs:
+    if not plans:
         raise InputError("no codecs to evaluate")
     if mode not in ("roundtrip", "cache"):
         raise InputError(f"mode must be 'roundtrip' or 'cache', got {mode!r}")
     lengths = {len(p) for p in passages}
     if len(lengths) != 1 or next(iter(lengths)) < ctx_len + 2 or ctx_len < 1:
         raise InputError(f"every passage needs ctx_len + n_eval tokens with n_eval >= 2; got lengths {sorted(lengths)}")
-    n_kv = model.config.num_key_value_heads
-    coders = [(codecs.get(spec_for_heads(k, n_kv)), codecs.get(spec_for_heads(v or k, n_kv))) for k, v in pairs]
-    n_layers = model.config.num_hidden_layers
-    chosen = sorted(set(full_attention_layers(model.config) if layers is None else layers))
-    if any(not 0 <= i < n_layers for i in chosen):
-        raise InputError(f"layer indices must lie in 0..{n_layers - 1}, got {chosen}")
+    plans = as_plans(plans)
+    per_layer = [plan.layer_codecs(model.config) for plan in plans]
+    heads = model.config.num_key_value_heads
+    labels = [(spec_for_heads(p.k, heads), spec_for_heads(p.v or p.k, heads)) for p in plans]
     if not any(getattr(layer.self_attn, "_kakeya_prerope", False) for layer in model.model.layers):
         patch_model(model)
 
-    tallies = [[LayerTally(compressed=i in chosen) for i in range(n_layers)] for _ in coders]
-    scores: list[list[PassageScore]] = [[] for _ in coders]
-    codec_seconds = [0.0 for _ in coders]
+    n_layers = model.config.num_hidden_layers
+    tallies = [[LayerTally(compressed=codecs_i[i] is not None) for i in range(n_layers)] for codecs_i in per_layer]
+    scores: list[list[PassageScore]] = [[] for _ in plans]
+    codec_seconds = [0.0 for _ in plans]
     iterator = passages
     if progress:
         from tqdm.auto import tqdm  # noqa: PLC0415
@@ -229,14 +235,13 @@ def evaluate_many(
             cache_ref = make_cache(model)
             model(prefix, cache=cache_ref)
             codec_logits = []
-            for j, (k_cod, v_cod) in enumerate(coders):
+            for j, plan in enumerate(plans):
                 t0 = time.perf_counter()
                 if mode == "roundtrip":
                     cache_codec = copy.deepcopy(cache_ref)
-                    _roundtrip(cache_codec, tallies[j], k_cod, v_cod)
+                    _roundtrip(cache_codec, tallies[j], per_layer[j], plan.protect_tokens)
                 else:
-                    cache_codec = _streamed(model, prefix, cache_ref, tallies[j], k_cod.spec, v_cod.spec,
-                                            chosen, block_tokens, hot_tokens)
+                    cache_codec = _streamed(model, prefix, cache_ref, tallies[j], plan, block_tokens, hot_tokens)
                 codec_seconds[j] += time.perf_counter() - t0
                 codec_logits.append(model(cont, cache=cache_codec).logits[0, :-1])
                 del cache_codec
@@ -244,13 +249,13 @@ def evaluate_many(
         for j, logits in enumerate(codec_logits):
             scores[j].append(_score(logits_ref, logits, cont[0, 1:]))
     return [
-        _summarise(scores[j], tallies[j], k_cod, v_cod, chosen, mode, codec_seconds[j], seed)
-        for j, (k_cod, v_cod) in enumerate(coders)
+        _summarise(scores[j], tallies[j], plan, labels[j], per_layer[j], mode, codec_seconds[j], seed)
+        for j, plan in enumerate(plans)
     ]
 
 
-def _summarise(scores: list[PassageScore], tallies: list[LayerTally], k_cod: Any, v_cod: Any, chosen: list[int],
-               mode: str, codec_seconds: float, seed: int) -> dict[str, Any]:
+def _summarise(scores: list[PassageScore], tallies: list[LayerTally], plan: KVPlan, labels: tuple[str, str],
+               layer_codecs: list[Any], mode: str, codec_seconds: float, seed: int) -> dict[str, Any]:
     """Pool one codec pair's per-passage scores and per-layer tallies into the result dict."""
 
     def pooled(attr: str) -> float:
@@ -258,6 +263,7 @@ def _summarise(scores: list[PassageScore], tallies: list[LayerTally], k_cod: Any
         return float(np.mean(values))
 
     ppl_ref, ppl_codec = math.exp(pooled("nll_ref")), math.exp(pooled("nll_codec"))
+    main_k, main_v = labels
     bytes_compressed = sum(t.stored_bytes for t in tallies)
     bytes_bf16 = sum(t.bf16_bytes for t in tallies)
     k_err = sum(t.k_err for t in tallies)
@@ -278,9 +284,15 @@ def _summarise(scores: list[PassageScore], tallies: list[LayerTally], k_cod: Any
         "bytes_bf16": bytes_bf16,
         "codec_seconds": codec_seconds,
         "mode": mode,
-        "k_codec": k_cod.spec,
-        "v_codec": v_cod.spec,
-        "compressed_layers": chosen,
+        "plan": plan.label,
+        "k_codec": main_k,
+        "v_codec": main_v,
+        "boundary": plan.boundary,
+        "boundary_k_codec": plan.boundary_k,
+        "boundary_v_codec": plan.boundary_v or plan.boundary_k,
+        "protect_tokens": plan.protect_tokens,
+        "compressed_layers": [i for i, c in enumerate(layer_codecs) if c is not None],
+        "layer_codecs": [None if c is None else [c[0].spec, c[1].spec] for c in layer_codecs],
         "n_passages": len(scores),
         "n_scored_tokens": sum(len(s.nll_ref) for s in scores),
         "per_layer": [t.as_dict(i) for i, t in enumerate(tallies)],
