@@ -146,7 +146,7 @@ def test_bad_values_raise_spec_error_naming_the_key(item, message):
         ("bits=0", "bits must be in 1..8"),
         ("vr=0", "vr must be in"),
         ("vr=1.5", "vr must be in"),
-        ("k=0", "k must be in"),
+        ("k=-1", "k must be in"),
         ("block=0", "block must be >= 1"),
         ("outlier=-1", "outlier threshold must be >= 0"),
         ("legacy_ip_norm=1", "legacy_ip_norm only applies with metric=ip"),
