@@ -8,7 +8,8 @@ Sub-commands::
     kakeya demo                                     the `make reproduce` table on synthetic data
     kakeya eval --model NAME --corpus NAME --codec SPEC [--k-codec SPEC --v-codec SPEC] ... --json OUT
     kakeya capture --model NAME --corpus NAME --ctx N --passages P --out DIR
-    kakeya compare --pair SPEC[|V_SPEC] ... --out DIR    several codecs side by side, one table
+    kakeya compare --pair SPEC[|V_SPEC] ... [--recipe NAME ...] --out DIR   side by side, one table
+    kakeya recipes                                  built-in recipe names, one per line
 
 Bad input exits with status 2 and one line on stderr naming the problem.
 """
@@ -193,15 +194,22 @@ def _load_llm(args: argparse.Namespace) -> tuple[Any, list[Any]]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .llm.evaluate import evaluate  # noqa: PLC0415
 
-    if args.codec is None and args.k_codec is None:
-        raise CliError("give --codec SPEC, or --k-codec SPEC (and optionally --v-codec SPEC)")
-    k_spec = args.k_codec or args.codec
-    v_spec = args.v_codec or args.codec or k_spec
     from .llm.plan import KVPlan  # noqa: PLC0415
 
-    layers = None if args.layers is None else tuple(int(v) for v in args.layers.split(",") if v.strip())
-    plan = KVPlan(k_spec, v_spec, boundary=args.boundary, boundary_k=args.boundary_k_codec,
-                  boundary_v=args.boundary_v_codec, protect_tokens=args.protect_tokens, layers=layers)
+    if args.recipe:
+        if args.codec or args.k_codec or args.v_codec or args.boundary or args.protect_tokens:
+            raise CliError("--recipe names the whole configuration; drop --codec/--k-codec/--v-codec/--boundary/--protect-tokens")
+        from .llm import recipes  # noqa: PLC0415
+
+        plan = recipes.load(args.recipe).plan()
+    else:
+        if args.codec is None and args.k_codec is None:
+            raise CliError("give --recipe NAME, --codec SPEC, or --k-codec SPEC (and optionally --v-codec SPEC)")
+        k_spec = args.k_codec or args.codec
+        v_spec = args.v_codec or args.codec or k_spec
+        layers = None if args.layers is None else tuple(int(v) for v in args.layers.split(",") if v.strip())
+        plan = KVPlan(k_spec, v_spec, boundary=args.boundary, boundary_k=args.boundary_k_codec,
+                      boundary_v=args.boundary_v_codec, protect_tokens=args.protect_tokens, layers=layers)
     loaded, chosen = _load_llm(args)
     t0 = time.perf_counter()
     result = evaluate(loaded.model, [p.input_ids for p in chosen], args.ctx, plan,
@@ -211,7 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result["passage_ids"] = [p.passage_id for p in chosen]
     result["provenance"] = provenance.collect(
         command="eval", model=args.model, family=loaded.family, corpus=args.corpus, split=args.split,
-        ctx=args.ctx, n_eval=args.n_eval, passages=args.passages, seed=args.seed, plan=plan.label,
+        ctx=args.ctx, n_eval=args.n_eval, passages=args.passages, seed=args.seed, plan=plan.label, recipe=args.recipe,
         boundary=args.boundary, boundary_k=args.boundary_k_codec, boundary_v=args.boundary_v_codec,
         protect_tokens=args.protect_tokens, layers=args.layers, mode=args.mode, block_tokens=args.block_tokens, hot_tokens=args.hot_tokens,
         device="cpu (torch)",
@@ -254,16 +262,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .experiments.table import summary_row, to_markdown, write_csv  # noqa: PLC0415
     from .llm.evaluate import evaluate_many  # noqa: PLC0415
 
-    pairs = [_split_pair(p) for p in (args.pair or DEFAULT_PAIRS)]
-    for k, v in pairs:  # fail on a bad spec before loading the model
-        codecs.get(k)
-        codecs.get(v or k)
+    from .llm import recipes  # noqa: PLC0415
+    from .llm.plan import KVPlan  # noqa: PLC0415
+
+    pairs = [_split_pair(p) for p in (args.pair or ([] if args.recipe else DEFAULT_PAIRS))]
+    plans = [KVPlan(k, v) for k, v in pairs]  # bad specs fail here, before the model loads
+    plans += [recipes.load(name).plan() for name in (args.recipe or [])]
     loaded, chosen = _load_llm(args)
-    results = evaluate_many(loaded.model, [p.input_ids for p in chosen], args.ctx, pairs,
+    results = evaluate_many(loaded.model, [p.input_ids for p in chosen], args.ctx, plans,
                             progress=not args.no_progress, seed=args.seed, mode=args.mode)
     meta = provenance.collect(command="compare", model=args.model, family=loaded.family, corpus=args.corpus,
                               split=args.split, ctx=args.ctx, n_eval=args.n_eval, passages=args.passages,
-                              seed=args.seed, mode=args.mode, pairs=[list(p) for p in pairs],
+                              seed=args.seed, mode=args.mode, plans=[p.label for p in plans],
                               passage_ids=[p.passage_id for p in chosen])
     rows = [summary_row(r) for r in results]
     out = Path(args.out)
@@ -274,6 +284,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     (out / "summary.md").write_text(table + "\n")
     print(f"{args.model} / {args.corpus}, ctx {args.ctx}, {args.n_eval} eval tokens, {len(chosen)} passages, "
           f"seed {args.seed}\n{table}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .llm import recipes  # noqa: PLC0415
+
+    for name in recipes.names():
+        print(name)
     return 0
 
 
@@ -324,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="end-to-end quality of a codec on a language model")
     _add_llm_arguments(p)
+    p.add_argument("--recipe", help="a built-in recipe name or a recipe YAML file (see `kakeya recipes`)")
     p.add_argument("--codec", help="codec spec for K and V")
     p.add_argument("--k-codec", help="codec spec for K (overrides --codec)")
     p.add_argument("--v-codec", help="codec spec for V (overrides --codec)")
@@ -344,11 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="several codecs side by side on the same passages, one table")
     _add_llm_arguments(p)
     p.add_argument("--pair", action="append", help="SPEC or K_SPEC|V_SPEC (repeatable; default: a baseline set)")
+    p.add_argument("--recipe", action="append", help="a recipe name or file (repeatable)")
     p.add_argument("--n-eval", type=int, default=64)
     p.add_argument("--mode", choices=["roundtrip", "cache"], default="roundtrip")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="folder for results.json, summary.csv, summary.md")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("recipes", help="list the built-in recipes")
+    p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("capture", help="save pre-RoPE K/V/Q of passages (safetensors + JSON)")
     _add_llm_arguments(p)

@@ -114,3 +114,12 @@ def test_compare_runs_codecs_side_by_side_and_writes_a_table(tiny_assets, tmp_pa
 def test_compare_rejects_a_bad_pair_before_loading(capsys):
     code, _, err = run(["compare", "--out", "/nonexistent/x", "--pair", "kivi|"], capsys)
     assert code == 2 and "K_SPEC|V_SPEC" in err
+
+
+def test_eval_runs_a_recipe(tiny_assets, tmp_path, capsys):
+    model_dir, corpus = tiny_assets
+    code, _, _ = run(["eval", "--model", model_dir, "--corpus", corpus, "--ctx", 48, "--n-eval", 8, "--passages", 2,
+                      "--recipe", "ours-k3v3-sink", "--no-progress", "--json", tmp_path / "r.json"], capsys)
+    assert code == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["plan"] == "ours-k3v3-sink" and r["protect_tokens"] == 1 and r["kl_mean"] > 0

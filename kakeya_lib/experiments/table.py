@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 COLUMNS = (
-    "k_codec", "v_codec", "bits_per_elem", "ratio_vs_bf16", "delta_ppl_pct", "delta_ppl_ci_lo",
+    "plan", "k_codec", "v_codec", "bits_per_elem", "ratio_vs_bf16", "delta_ppl_pct", "delta_ppl_ci_lo",
     "delta_ppl_ci_hi", "kl_mean", "top1_pct", "k_rel_mse", "v_rel_mse", "n_passages", "n_scored_tokens",
 )
 
@@ -21,6 +21,7 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
     """One table row from an :func:`~kakeya_lib.llm.evaluate.evaluate` result."""
     lo, hi = result["delta_ppl_ci95"]
     return {
+        "plan": result.get("plan", result["k_codec"]),
         "k_codec": result["k_codec"],
         "v_codec": result["v_codec"],
         "bits_per_elem": 16.0 / result["ratio_vs_bf16"],
@@ -40,12 +41,12 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
 def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """A compact markdown table (codec, bits/elem, ratio, Δppl with CI, KL, top-1, MSEs)."""
     lines = [
-        "| K codec | V codec | bits/elem | ratio | Δppl % [95 % CI] | KL | top-1 % | K rel MSE | V rel MSE |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|",
+        "| plan | K codec | V codec | bits/elem | ratio | Δppl % [95 % CI] | KL | top-1 % | K rel MSE | V rel MSE |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| `{r['k_codec']}` | `{r['v_codec']}` | {r['bits_per_elem']:.2f} | {r['ratio_vs_bf16']:.2f}× | "
+            f"| {r['plan']} | `{r['k_codec']}` | `{r['v_codec']}` | {r['bits_per_elem']:.2f} | {r['ratio_vs_bf16']:.2f}× | "
             f"{r['delta_ppl_pct']:+.2f} [{r['delta_ppl_ci_lo']:+.2f}, {r['delta_ppl_ci_hi']:+.2f}] | "
             f"{r['kl_mean']:.4f} | {r['top1_pct']:.1f} | {r['k_rel_mse']:.4f} | {r['v_rel_mse']:.4f} |"
         )

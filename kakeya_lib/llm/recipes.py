@@ -1,0 +1,99 @@
+"""Recipes: YAML files naming a whole KV configuration (K spec, V spec, boundary layers,
+protected tokens, required features), built in under ``kakeya_lib/recipes/`` or given by path.
+
+Fields: ``name``, ``family`` (``seed`` reproduces the seed system, ``ours`` is ours),
+``description``, ``k``, ``v``, ``boundary``, ``boundary_k``, ``boundary_v``, ``protect_tokens``,
+``requires`` (features the recipe needs), ``source`` and ``transfer_notes`` (what was tuned for
+another model). A recipe whose ``requires`` names a feature this version lacks is refused with a
+message saying which, never run without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..paths import PACKAGE_DIR
+from .plan import KVPlan
+
+RECIPES_DIR = PACKAGE_DIR / "recipes"
+IMPLEMENTED_FEATURES: frozenset[str] = frozenset()  # qprecond, calibrated_codebook, besicovitch: not yet
+KNOWN_FEATURES = frozenset({"qprecond", "calibrated_codebook", "besicovitch"})
+_FIELDS = {"name", "family", "description", "k", "v", "boundary", "boundary_k", "boundary_v", "protect_tokens",
+           "requires", "source", "transfer_notes"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    family: str
+    description: str
+    k: str
+    v: str | None
+    boundary: int
+    boundary_k: str | None
+    boundary_v: str | None
+    protect_tokens: int
+    requires: tuple[str, ...]
+    source: str
+    transfer_notes: str
+
+    @property
+    def missing(self) -> list[str]:
+        return sorted(set(self.requires) - IMPLEMENTED_FEATURES)
+
+    def plan(self) -> KVPlan:
+        """The recipe as a :class:`KVPlan`; refused when it needs a feature not implemented."""
+        if self.missing:
+            raise InputError(
+                f"recipe {self.name!r} needs {', '.join(self.missing)}, not implemented in this version; "
+                "it is listed so the paper can name it, and will run once those land"
+            )
+        return KVPlan(self.k, self.v, boundary=self.boundary, boundary_k=self.boundary_k,
+                      boundary_v=self.boundary_v, protect_tokens=self.protect_tokens, name=self.name)
+
+
+def names() -> list[str]:
+    """Built-in recipe names, sorted."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def _parse(data: Any, where: str) -> Recipe:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: a recipe must be a YAML mapping")
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise InputError(f"{where}: unknown recipe field(s) {', '.join(unknown)}; valid: {', '.join(sorted(_FIELDS))}")
+    for key in ("name", "k"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise InputError(f"{where}: field {key!r} is required and must be a string")
+    requires = tuple(data.get("requires") or ())
+    unknown_features = sorted(set(requires) - KNOWN_FEATURES)
+    if unknown_features:
+        raise InputError(f"{where}: unknown required feature(s) {', '.join(unknown_features)}")
+    return Recipe(
+        name=data["name"], family=str(data.get("family", "ours")), description=str(data.get("description", "")).strip(),
+        k=data["k"], v=data.get("v"), boundary=int(data.get("boundary", 0)), boundary_k=data.get("boundary_k"),
+        boundary_v=data.get("boundary_v"), protect_tokens=int(data.get("protect_tokens", 0)), requires=requires,
+        source=str(data.get("source", "")), transfer_notes=str(data.get("transfer_notes", "")).strip(),
+    )
+
+
+def load(name_or_path: str) -> Recipe:
+    """A built-in recipe by name, or a recipe YAML file by path."""
+    import yaml  # noqa: PLC0415
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise InputError(f"unknown recipe {name_or_path!r}; built-in recipes: {', '.join(names())}")
+    elif not path.is_file():
+        raise InputError(f"recipe file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path.name}: not valid YAML: {exc}") from exc
+    return _parse(data, path.name)
