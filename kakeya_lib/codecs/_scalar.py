@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from .. import floats
-from ..errors import InputError
+from ..bitpack import pack_bits, packed_nbytes, unpack_bits
+from ..errors import CorruptBlobError, InputError
 
 
 def asym_quantize(x: Any, bits: int, fmt: str, xp: ModuleType) -> tuple[Any, Any, Any]:
@@ -40,6 +41,44 @@ def asym_quantize(x: Any, bits: int, fmt: str, xp: ModuleType) -> tuple[Any, Any
 def asym_dequantize(codes: Any, scale: Any, low: Any) -> Any:
     """Inverse of :func:`asym_quantize`: ``codes * scale + low`` (float32)."""
     return codes.astype(scale.dtype) * scale[..., None] + low[..., None]
+
+
+def grouped(x: Any, group: int, xp: ModuleType) -> tuple[Any, int]:
+    """x [L, W] -> [L, G, group] padded by repeating the last column (min/max unchanged)."""
+    n, w = x.shape
+    g = -(-w // group)
+    if g * group != w:
+        x = xp.concatenate([x, xp.repeat(x[:, -1:], g * group - w, axis=1)], axis=1)
+    return x.reshape(n, g, group), g
+
+
+def encode_lines(lines: Any, bits: int, group: int, fmt: str, xp: ModuleType) -> list[tuple[str, bytes]]:
+    """Sections ``codes`` and ``scales`` for asymmetric quantisation of each line [L, W] in groups."""
+    n, length = lines.shape
+    groups, _ = grouped(lines, min(group, length), xp)
+    codes, scale, low = asym_quantize(groups, bits, fmt, xp)
+    codes = codes.reshape(n, -1)[:, :length]
+    packed = pack_bits(codes.reshape(-1), bits)
+    return [
+        ("codes", (packed.get() if xp is not np else packed).tobytes()),
+        ("scales", floats.to_bytes(scale, fmt, xp, "scales") + floats.to_bytes(low, fmt, xp, "minima")),
+    ]
+
+
+def decode_lines(codes_raw: Any, scales_raw: Any, n: int, length: int, bits: int, group: int, fmt: str,
+                 xp: ModuleType) -> Any:
+    """Inverse of :func:`encode_lines`: lines [n, length] (float32), every length validated."""
+    group = min(group, length)
+    g = -(-length // group)
+    if len(codes_raw) != packed_nbytes(n * length, bits):
+        raise CorruptBlobError(f"codes section holds {len(codes_raw)} bytes, expected {packed_nbytes(n * length, bits)}")
+    codes = unpack_bits(xp.asarray(np.frombuffer(codes_raw, dtype=np.uint8)), bits, n * length).reshape(n, length)
+    if g * group != length:
+        codes = xp.concatenate([codes, xp.zeros((n, g * group - length), dtype=codes.dtype)], axis=1)
+    half = len(scales_raw) // 2
+    scale = floats.from_bytes(scales_raw[:half], fmt, n * g, xp, "scales").reshape(n, g)
+    low = floats.from_bytes(scales_raw[half:], fmt, n * g, xp, "minima").reshape(n, g)
+    return asym_dequantize(codes.reshape(n, g, group), scale, low).reshape(n, g * group)[:, :length]
 
 
 def _e4m3_table() -> np.ndarray:

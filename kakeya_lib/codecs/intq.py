@@ -15,15 +15,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
-import numpy as np
-
-from .. import floats
-from ..bitpack import pack_bits, packed_nbytes, unpack_bits
 from ..container import Container
-from ..errors import CorruptBlobError
 from ..stages import wht
-from ._scalar import asym_dequantize, asym_quantize
-from .base import Codec, as_host_bytes
+from ._scalar import decode_lines, encode_lines
+from .base import Codec
 from .kakeya import SEED_ROTATION
 
 
@@ -42,15 +37,6 @@ class IntParams:
             raise ValueError(f"group must be >= 1, got {self.group}")
 
 
-def grouped(x: Any, group: int, xp: ModuleType) -> tuple[Any, int]:
-    """x [N, W] -> [N, G, group] padded by repeating the last column (min/max unchanged)."""
-    n, w = x.shape
-    g = -(-w // group)
-    if g * group != w:
-        x = xp.concatenate([x, xp.repeat(x[:, -1:], g * group - w, axis=1)], axis=1)
-    return x.reshape(n, g, group), g
-
-
 class IntCodec(Codec):
     name = "int"
     Params = IntParams
@@ -62,35 +48,16 @@ class IntCodec(Codec):
     def _encode(self, x: Any, weights: Any | None, xp: ModuleType) -> list[tuple[str, bytes]]:
         p = self.params
         y = x.astype(xp.float32)
-        n, d = y.shape
-        w = self._width(d)
+        w = self._width(int(y.shape[1]))
         if p.rotate:
             y = wht.rotate(wht.pad_to(y, w, xp), p.seed, xp)
-        groups, _ = grouped(y, min(p.group, w), xp)
-        codes, scale, low = asym_quantize(groups, p.bits, p.scales, xp)
-        codes = codes.reshape(n, -1)[:, :w]
-        return [
-            ("codes", as_host_bytes(pack_bits(codes.reshape(-1), p.bits))),
-            ("scales", floats.to_bytes(scale, p.scales, xp, "scales") + floats.to_bytes(low, p.scales, xp, "minima")),
-        ]
+        return encode_lines(y, p.bits, p.group, p.scales, xp)
 
     def _decode(self, box: Container, xp: ModuleType) -> Any:
         p = self.params
         n, d = box.n_rows, box.n_cols
         w = self._width(d)
-        group = min(p.group, w)
-        g = -(-w // group)
-        raw = box.section("codes")
-        if len(raw) != packed_nbytes(n * w, p.bits):
-            raise CorruptBlobError(f"codes section holds {len(raw)} bytes, expected {packed_nbytes(n * w, p.bits)}")
-        codes = unpack_bits(xp.asarray(np.frombuffer(raw, dtype=np.uint8)), p.bits, n * w).reshape(n, w)
-        if g * group != w:
-            codes = xp.concatenate([codes, xp.zeros((n, g * group - w), dtype=codes.dtype)], axis=1)
-        sc = box.section("scales")
-        half = len(sc) // 2
-        scale = floats.from_bytes(sc[:half], p.scales, n * g, xp, "scales").reshape(n, g)
-        low = floats.from_bytes(sc[half:], p.scales, n * g, xp, "minima").reshape(n, g)
-        y = asym_dequantize(codes.reshape(n, g, group), scale, low).reshape(n, g * group)[:, :w]
+        y = decode_lines(box.section("codes"), box.section("scales"), n, w, p.bits, p.group, p.scales, xp)
         if p.rotate:
             y = wht.inverse_rotate(y, p.seed, xp)[:, :d]
         return y

@@ -14,15 +14,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
-import numpy as np
-
-from .. import floats
-from ..bitpack import pack_bits, packed_nbytes, unpack_bits
 from ..container import Container
 from ..errors import CorruptBlobError
-from ._scalar import asym_dequantize, asym_quantize, token_head_view
-from .base import Codec, as_host_bytes
-from .intq import grouped
+from ._scalar import decode_lines, encode_lines, token_head_view
+from .base import Codec
 
 
 @dataclass(frozen=True)
@@ -66,36 +61,16 @@ class KiviCodec(Codec):
 
     def _encode(self, x: Any, weights: Any | None, xp: ModuleType) -> list[tuple[str, bytes]]:
         p = self.params
-        lines = self._lines(x.astype(xp.float32), xp)
-        length = lines.shape[1]
-        groups, _ = grouped(lines, min(p.group, length), xp)
-        codes, scale, low = asym_quantize(groups, p.bits, p.scales, xp)
-        codes = codes.reshape(lines.shape[0], -1)[:, :length]
-        return [
-            ("codes", as_host_bytes(pack_bits(codes.reshape(-1), p.bits))),
-            ("scales", floats.to_bytes(scale, p.scales, xp, "scales") + floats.to_bytes(low, p.scales, xp, "minima")),
-        ]
+        return encode_lines(self._lines(x.astype(xp.float32), xp), p.bits, p.group, p.scales, xp)
 
     def _decode(self, box: Container, xp: ModuleType) -> Any:
         p = self.params
         n, d = box.n_rows, box.n_cols
         if p.mode == "key" and n % p.heads:
             raise CorruptBlobError(f"{n} rows do not split into heads={p.heads}")
-        g, length, lines = self._layout(n, d)
-        group = min(p.group, length)
-        raw = box.section("codes")
-        if len(raw) != packed_nbytes(lines * length, p.bits):
-            raise CorruptBlobError("codes section length does not match the shape")
-        codes = unpack_bits(xp.asarray(np.frombuffer(raw, dtype=np.uint8)), p.bits, lines * length).reshape(lines, length)
-        if g * group != length:
-            codes = xp.concatenate([codes, xp.zeros((lines, g * group - length), dtype=codes.dtype)], axis=1)
-        sc = box.section("scales")
-        half = len(sc) // 2
-        scale = floats.from_bytes(sc[:half], p.scales, lines * g, xp, "scales").reshape(lines, g)
-        low = floats.from_bytes(sc[half:], p.scales, lines * g, xp, "minima").reshape(lines, g)
-        y = asym_dequantize(codes.reshape(lines, g, group), scale, low).reshape(lines, g * group)[:, :length]
+        _, length, lines = self._layout(n, d)
+        y = decode_lines(box.section("codes"), box.section("scales"), lines, length, p.bits, p.group, p.scales, xp)
         if p.mode == "value":
             return y
         tokens = n // p.heads
         return y.reshape(p.heads, d, tokens).transpose(2, 0, 1).reshape(n, d)
-
