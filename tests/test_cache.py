@@ -56,7 +56,6 @@ def test_the_tokens_of_a_step_attend_to_their_exact_values():
         ours = model(PROMPT, cache=cache).logits
         assert torch.equal(stock, ours)  # prefill is exact; the blocks are stored compressed
         nxt = model(PROMPT[:, :1], cache=cache).logits
-        cache_ref = DynamicCache(config=model.config)
     assert cache.layers[0].compressed_tokens == 48
     assert nxt.shape == (1, 1, 96)
 

@@ -11,7 +11,7 @@ from kakeya_lib.llm.cache import CompressedCache
 from kakeya_lib.llm.evaluate import evaluate
 from kakeya_lib.llm.models import tiny_config, tiny_model
 from kakeya_lib.llm.plan import KVPlan
-from kakeya_lib.llm.prerope import patch_model
+from kakeya_lib.llm.prerope import make_cache, patch_model
 
 G = torch.Generator().manual_seed(3)
 PASSAGES = [torch.randint(0, 96, (72,), generator=G).tolist() for _ in range(2)]
@@ -71,7 +71,12 @@ def test_cache_honours_protect_and_boundary(family):
     layer = cache.layers[cache.compressed_layers[0]]
     assert layer.protected == 3 and layer.sink_k.shape[-2] == 3
     assert layer.get_seq_length() == 45
-    assert torch.equal(layer.sink_k, layer.sink_k)  # kept as float, never encoded
+    exact = make_cache(model)
+    with torch.no_grad():
+        model(prompt, cache=exact)  # the same prefill, uncompressed
+    idx = cache.compressed_layers[0]
+    assert torch.equal(layer.sink_k, exact.layers[idx].keys[..., :3, :])  # kept bit-exact, never encoded
+    assert torch.equal(layer.sink_v, exact.layers[idx].values[..., :3, :])
     held = layer.bytes_held()
     assert held["protected_bytes"] == 2 * 3 * model.config.num_key_value_heads * model.config.head_dim * 4
     r = evaluate(tiny_model(family), PASSAGES, 64, KVPlan("identity", protect_tokens=2), mode="cache",

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import floats
+from ..backend import to_host
 from ..bitpack import pack_bits, packed_nbytes, unpack_bits
 from ..errors import CorruptBlobError, InputError
 
@@ -58,9 +59,8 @@ def encode_lines(lines: Any, bits: int, group: int, fmt: str, xp: ModuleType) ->
     groups, _ = grouped(lines, min(group, length), xp)
     codes, scale, low = asym_quantize(groups, bits, fmt, xp)
     codes = codes.reshape(n, -1)[:, :length]
-    packed = pack_bits(codes.reshape(-1), bits)
     return [
-        ("codes", (packed.get() if xp is not np else packed).tobytes()),
+        ("codes", to_host(pack_bits(codes.reshape(-1), bits)).tobytes()),
         ("scales", floats.to_bytes(scale, fmt, xp, "scales") + floats.to_bytes(low, fmt, xp, "minima")),
     ]
 

@@ -44,13 +44,12 @@ class KiviCodec(Codec):
     def groups_by_head(self) -> bool:
         return self.params.mode == "key"
 
-    def _layout(self, n: int, d: int) -> tuple[int, int, int]:
-        """(groups per line, line length, number of lines) of the grouped view."""
+    def _layout(self, n: int, d: int) -> tuple[int, int]:
+        """(line length, number of lines) of the grouped view: tokens (value) or channels (key)."""
         p = self.params
         if p.mode == "value":
-            return -(-d // min(p.group, d)), d, n
-        tokens = n // p.heads
-        return -(-tokens // min(p.group, tokens)), tokens, p.heads * d
+            return d, n
+        return n // p.heads, p.heads * d
 
     def _lines(self, x: Any, xp: ModuleType) -> Any:
         """The array whose rows are quantised group-wise: tokens (value) or channels (key)."""
@@ -68,7 +67,7 @@ class KiviCodec(Codec):
         n, d = box.n_rows, box.n_cols
         if p.mode == "key" and n % p.heads:
             raise CorruptBlobError(f"{n} rows do not split into heads={p.heads}")
-        _, length, lines = self._layout(n, d)
+        length, lines = self._layout(n, d)
         y = decode_lines(box.section("codes"), box.section("scales"), lines, length, p.bits, p.group, p.scales, xp)
         if p.mode == "value":
             return y
