@@ -51,6 +51,7 @@ SECTION_TAGS = {
     7: "codebook",  # custom quantiser levels
     8: "raw",  # uncompressed values
     9: "scales",  # per-group / per-block quantiser scales and offsets
+    10: "entropy",  # entropy-coded (rANS) quantiser indices
 }
 _TAG_OF_NAME = {v: k for k, v in SECTION_TAGS.items()}
 

@@ -7,9 +7,11 @@ For each block of ``block`` consecutive rows of ``x`` [N, D] (spec §1):
 2. spherical k-means on ``c``: centre id ``seg`` and signed scale ``t`` per row;
 3. residual ``r = c - t·centre[seg]``, zero-padded to ``W = next_pow2(d_eff)``, rotated by the
    orthogonal randomised Hadamard ``R`` and scaled to unit mean square: ``z = √W · R r / ‖r‖``;
-4. Lloyd–Max indices of ``z`` at ``bits`` bits; optional outliers ``|z| > T`` kept exactly;
-5. stored per row: ``seg`` (ceil(log2 k_eff) bits), quantiser indices (W·bits bits),
-   ``t`` and ``‖r‖`` (``scalars`` format), plus the sparse outliers.
+4. Lloyd–Max indices of ``z`` at ``bits`` bits (or, ``quant=uniform``, a mid-tread uniform grid,
+   :mod:`~kakeya_lib.stages.uniform`); optional outliers ``|z| > T`` kept exactly;
+5. stored per row: ``seg`` (ceil(log2 k_eff) bits), quantiser indices (W·bits bits, or one rANS
+   stream per block with ``entropy=1``), ``t`` and ``‖r‖`` (``scalars`` floats, or ``scalar_bits``
+   codes against the block's range, :mod:`~kakeya_lib.stages.scalarq`), plus the sparse outliers.
 
 Decode: ``ẑ`` from the codebook, outliers written back, ``r̂ = Rᵀ(ẑ · ‖r‖ / √W)``,
 ``x̂ = μ + (t·centre[seg] + r̂[:d_eff]) U``. This restores the residual norm for every ``metric``.
@@ -24,9 +26,13 @@ Seed bugs, reproducible behind named flags (all off by default; spec §1.9, §10
   the rounded one.
 * ``legacy_rsvd_no_reorth`` / ``legacy_rsvd_sketch_vr``: see :mod:`kakeya_lib.stages.rsvd`.
 
+Switches for the stage-by-stage ablation: ``rotate=0`` skips the Hadamard rotation (then
+``W = d_eff``), ``quant=uniform`` replaces Lloyd–Max by the uniform grid.
+
 Byte layout: sections ``blocks`` (per block: d_eff u16, k_eff u16, n_outliers u32),
-``skeleton``, ``centres``, ``codes``, ``norms``, ``outliers`` and, for a custom codebook,
-``codebook``; within each section the blocks follow each other in order.
+``skeleton``, ``centres``, ``codes``, ``norms``, ``outliers``, ``entropy`` (rANS streams of the
+quantiser indices, ``entropy=1``) and, for a custom codebook, ``codebook``; within each section
+the blocks follow each other in order.
 """
 
 from __future__ import annotations
@@ -40,17 +46,19 @@ from typing import Any, Literal
 import numpy as np
 
 from .. import floats
-from ..backend import to_device
+from ..backend import to_device, to_host
 from ..bitpack import bits_for, pack_bits, packed_nbytes, unpack_bits
 from ..container import Container
 from ..errors import CorruptBlobError, InputError
-from ..stages import kmeans, lloyd_max, outliers, pca, rsvd, wht
+from ..paths import CACHE_DIR
+from ..stages import kmeans, lloyd_max, outliers, pca, rsvd, scalarq, uniform, wht
 from ..timing import STAGES
 from .base import Codec, as_host_bytes
 
 SEED_ROTATION = 0xCAFEBABE  # the seed's default rotation seed (3405691582)
 _BLOCK_ROW = struct.Struct("<HHI")
 MAX_COLS = 4096
+CALIB_DIR = CACHE_DIR / "calib"  # where ``codebook=calib:NAME`` tables live (NAME.npy)
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,12 @@ class KakeyaParams:
     outlier: float | None = None  # keep |z| > outlier exactly (None = off)
     share_basis: bool = False  # one skeleton for the whole input (a layer stream)
     metric: Literal["mse", "ip"] = "mse"  # ip only changes behaviour with legacy_ip_norm
-    codebook: str = "gaussian"  # "gaussian" or a path to a .npy / raw float32 table
+    codebook: str = "gaussian"  # "gaussian", "calib:NAME" (CALIB_DIR/NAME.npy) or a .npy / raw f32 path
+    quant: Literal["lloyd", "uniform"] = "lloyd"  # residual quantiser
+    step: float = 0.0  # uniform grid step in units of the unit-variance residual (0 = MSE-optimal)
+    entropy: bool = False  # rANS-code the quantiser indices (one stream per block)
+    scalar_bits: int = 0  # 0: t and ‖r‖ as `scalars` floats; 2..16: codes on each block's range
+    rotate: bool = True  # randomised Hadamard rotation of the residual (0 only for ablations)
     seed: int = SEED_ROTATION  # WHT signs, k-means init, RSVD test matrix
     legacy_wht_scale: bool = False
     legacy_ip_norm: bool = False
@@ -96,7 +109,13 @@ class KakeyaParams:
                 self.pca == "rsvd" or not (self.legacy_rsvd_no_reorth or self.legacy_rsvd_sketch_vr),
                 "legacy_rsvd_* flags only apply with pca=rsvd",
             ),
-            (bool(self.codebook.strip()), "codebook must be 'gaussian' or a file path"),
+            (bool(self.codebook.strip()), "codebook must be 'gaussian', 'calib:NAME' or a file path"),
+            (self.quant == "lloyd" or self.bits >= uniform.MIN_BITS, "quant=uniform needs bits >= 2"),
+            (self.quant == "lloyd" or self.codebook == "gaussian", "a custom codebook only applies with quant=lloyd"),
+            (self.step >= 0, f"step must be >= 0, got {self.step}"),
+            (self.step == 0 or self.quant == "uniform", "step only applies with quant=uniform"),
+            (self.scalar_bits == 0 or scalarq.MIN_BITS <= self.scalar_bits <= scalarq.MAX_BITS,
+             f"scalar_bits must be 0 or in {scalarq.MIN_BITS}..{scalarq.MAX_BITS}, got {self.scalar_bits}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -111,16 +130,19 @@ class BlockInfo:
     d_eff: int
     k_eff: int
     n_outliers: int
+    rotate: bool = True
 
     @property
     def width(self) -> int:
-        return wht.next_pow2(self.d_eff)
+        """Coordinates coded per row: the Hadamard size, or d_eff without rotation."""
+        return wht.next_pow2(self.d_eff) if self.rotate else self.d_eff
 
 
 class KakeyaCodec(Codec):
     name = "kakeya"
     Params = KakeyaParams
     max_cols = MAX_COLS
+    _z_sink: list[Any] | None = None  # set by unit_residuals() to collect z during an encode
 
     # -- sizes ------------------------------------------------------------------------------
     def _sizes(self, info: BlockInfo, d: int) -> dict[str, int]:
@@ -128,20 +150,49 @@ class KakeyaCodec(Codec):
         skel_b = floats.NBYTES[p.skel]
         scal_b = floats.NBYTES[p.scalars]
         n, w = info.rows, info.width
+        n_scalars = 2 if info.k_eff else 1  # t (with k-means) and ‖r‖
         return {
             "skeleton": 0 if p.share_basis else self._skeleton_nbytes(info.d_eff, d),
             "centres": skel_b * info.k_eff * info.d_eff,
             "seg": packed_nbytes(n, bits_for(info.k_eff)) if info.k_eff > 1 else 0,
-            "idx": packed_nbytes(n * w, p.bits),
-            "norms": (2 if info.k_eff else 1) * scal_b * n,  # t (with k-means) and ‖r‖
+            "idx": 0 if p.entropy else packed_nbytes(n * w, p.bits),
+            "norms": n_scalars * (scalarq.nbytes(n, p.scalar_bits) if p.scalar_bits else scal_b * n),
             "out_pos": packed_nbytes(info.n_outliers, max(1, bits_for(n * w))) if info.n_outliers else 0,
             "out_val": scal_b * info.n_outliers,
         }
 
     def _codebook(self) -> np.ndarray:
-        if self.params.codebook == "gaussian":
-            return lloyd_max.gaussian_codebook(self.params.bits)
-        return lloyd_max.load_codebook(self.params.codebook, self.params.bits)
+        """Reconstruction levels of the residual quantiser (host float32, ascending)."""
+        p = self.params
+        if p.quant == "uniform":
+            return uniform.levels(p.bits, p.step)
+        if p.codebook == "gaussian":
+            return lloyd_max.gaussian_codebook(p.bits)
+        return lloyd_max.load_codebook(resolve_codebook_path(p.codebook), p.bits)
+
+    def _quantize(self, z: Any, levels: Any, xp: ModuleType) -> Any:
+        p = self.params
+        return uniform.quantize(z, p.bits, p.step, xp) if p.quant == "uniform" else lloyd_max.quantize(z, levels, xp)
+
+    def unit_residuals(self, x: Any, weights: Any | None = None) -> np.ndarray:
+        """The unit-scaled rotated residuals ``z`` [rows, W] this codec quantises for ``x`` [N, D].
+
+        Rows with a zero residual are left out. Used to calibrate codebooks on real data
+        (spec §5.3); needs every block to have the same width (e.g. ``pca=none`` or a fixed rank).
+        """
+        sink: list[Any] = []
+        self._z_sink = sink
+        try:
+            self.encode(x, weights)
+        finally:
+            self._z_sink = None
+        from ..backend import to_host  # noqa: PLC0415
+
+        widths = {int(z.shape[1]) for z in sink}
+        if len(widths) != 1:
+            raise InputError(f"blocks have different residual widths {sorted(widths)}; fix the rank to calibrate")
+        z = np.concatenate([to_host(b) for b in sink], axis=0)
+        return z[np.any(z != 0, axis=1)]
 
     def _fit_skeletons(self, x: Any, w: Any | None, xp: ModuleType) -> list[pca.PcaFit]:
         """Skeletons of B equal-size blocks x [B, n, D] (weights [B, n] or None)."""
@@ -168,6 +219,7 @@ class KakeyaCodec(Codec):
         levels_host = self._codebook()
         levels = to_device(levels_host, xp)
         out: dict[str, list[bytes]] = {k: [] for k in ("blocks", "skeleton", "centres", "codes", "norms", "outliers")}
+        queue: list[np.ndarray] = []  # per-block indices, rANS-coded together at the end (entropy=1)
         shared = None
         if p.share_basis:
             with STAGES.stage("encode/skeleton", xp):
@@ -195,10 +247,17 @@ class KakeyaCodec(Codec):
                     centres = [xp.zeros((0, d_max), dtype=xp.float32)] * count
             for i, fit in enumerate(fits):
                 self._encode_block(
-                    xb[i], fit, coeffs[i], centres[i][:, : fit.d_eff], levels, out, xp, write_skeleton=shared is None
+                    xb[i], fit, coeffs[i], centres[i][:, : fit.d_eff], levels, out, queue, xp,
+                    write_skeleton=shared is None,
                 )
         sections = [(name, b"".join(parts)) for name, parts in out.items()]
-        if p.codebook != "gaussian":
+        if p.entropy:
+            from ..stages import rans  # noqa: PLC0415
+
+            with STAGES.stage("encode/entropy", xp):
+                streams = rans.encode_many(queue, len(levels_host))
+            sections.append(("entropy", b"".join(streams)))
+        if p.quant == "lloyd" and p.codebook != "gaussian":
             sections.append(("codebook", levels_host.astype("<f4").tobytes()))
         return sections
 
@@ -219,6 +278,7 @@ class KakeyaCodec(Codec):
         centres: Any,
         levels: Any,
         out: dict[str, list[bytes]],
+        queue: list[np.ndarray],
         xp: ModuleType,
         write_skeleton: bool,
     ) -> None:
@@ -232,19 +292,26 @@ class KakeyaCodec(Codec):
             else:  # no k-means: the whole coefficient vector is the residual
                 seg, t = xp.zeros(c.shape[0], dtype=xp.int64), xp.zeros(c.shape[0], dtype=xp.float32)
                 centres = xp.zeros((1, c.shape[1]), dtype=xp.float32)
-            t_stored = floats.round_to(t, p.scalars, xp, "k-means projections t")
+            if p.scalar_bits and k_eff:
+                t_bytes, t_stored = scalarq.encode_linear(t, p.scalar_bits, xp)
+            else:
+                t_stored = floats.round_to(t, p.scalars, xp, "k-means projections t")
+                t_bytes = floats.to_bytes(t_stored, p.scalars, xp, "k-means projections t") if k_eff else b""
             res = c - (t if p.legacy_unrounded_t else t_stored)[:, None] * centres[seg]
 
         d_eff = fit.d_eff
-        w = wht.next_pow2(d_eff)
+        info = BlockInfo(rows=rows, d_eff=d_eff, k_eff=k_eff, n_outliers=0, rotate=p.rotate)
+        w = info.width
         with STAGES.stage("encode/rotate", xp):
-            y = wht.rotate(wht.pad_to(res, w, xp), p.seed, xp)  # [rows, w], ‖y‖ = ‖res‖
+            y = wht.rotate(wht.pad_to(res, w, xp), p.seed, xp) if p.rotate else res  # [rows, w], ‖y‖ = ‖res‖
             rnorm = xp.sqrt((res * res).sum(axis=1))
             live = rnorm > np.float32(pca.EPS)
             gain = math.sqrt(w) if p.legacy_wht_scale else 1.0
             z = y * xp.where(live, np.float32(math.sqrt(w) * gain) / xp.maximum(rnorm, np.float32(pca.EPS)), 0)[:, None]
+        if getattr(self, "_z_sink", None) is not None:
+            self._z_sink.append(z[live])
         with STAGES.stage("encode/quantize", xp):
-            idx = lloyd_max.quantize(z, levels, xp)
+            idx = self._quantize(z, levels, xp)
             if p.outlier is not None:
                 pos, vals = outliers.find(z, p.outlier, xp)
             else:
@@ -253,7 +320,7 @@ class KakeyaCodec(Codec):
             norm_field = xp.sqrt((xb * xb).sum(axis=1))  # stored, never used by decode (seed bug)
         else:
             norm_field = xp.where(live, rnorm / np.float32(gain), 0)
-        info = BlockInfo(rows=rows, d_eff=d_eff, k_eff=k_eff, n_outliers=int(pos.size))
+        info = BlockInfo(rows=rows, d_eff=d_eff, k_eff=k_eff, n_outliers=int(pos.size), rotate=p.rotate)
 
         with STAGES.stage("encode/pack", xp):
             out["blocks"].append(_BLOCK_ROW.pack(info.d_eff, info.k_eff, info.n_outliers))
@@ -262,9 +329,16 @@ class KakeyaCodec(Codec):
             if k_eff:
                 out["centres"].append(floats.to_bytes(centres, p.skel, xp, "k-means centres"))
             seg_bytes = as_host_bytes(pack_bits(seg, bits_for(info.k_eff))) if info.k_eff > 1 else b""
-            out["codes"].append(seg_bytes + as_host_bytes(pack_bits(idx.reshape(-1), p.bits)))
-            t_bytes = floats.to_bytes(t_stored, p.scalars, xp, "k-means projections t") if k_eff else b""
-            out["norms"].append(t_bytes + floats.to_bytes(norm_field, p.scalars, xp, "residual norms"))
+            if p.entropy:
+                out["codes"].append(seg_bytes)
+                queue.append(to_host(idx).reshape(-1))
+            else:
+                out["codes"].append(seg_bytes + as_host_bytes(pack_bits(idx.reshape(-1), p.bits)))
+            if p.scalar_bits:
+                norm_bytes = scalarq.encode_log(norm_field, p.scalar_bits, xp, pca.EPS)[0]
+            else:
+                norm_bytes = floats.to_bytes(norm_field, p.scalars, xp, "residual norms")
+            out["norms"].append(t_bytes + norm_bytes)
             if info.n_outliers:
                 pos_bits = max(1, bits_for(rows * w))
                 out["outliers"].append(
@@ -287,7 +361,7 @@ class KakeyaCodec(Codec):
         table = []
         for i, (d_eff, k_eff, n_out) in enumerate(_BLOCK_ROW.iter_unpack(raw)):
             rows = min(p.block, n - i * p.block)
-            info = BlockInfo(rows=rows, d_eff=d_eff, k_eff=k_eff, n_outliers=n_out)
+            info = BlockInfo(rows=rows, d_eff=d_eff, k_eff=k_eff, n_outliers=n_out, rotate=p.rotate)
             if not 1 <= d_eff <= d:
                 raise CorruptBlobError(f"block {i}: rank {d_eff} outside 1..{d}")
             if (p.k == 0 and k_eff != 0) or (p.k and not 1 <= k_eff <= max(1, min(p.k, rows))):
@@ -315,8 +389,20 @@ class KakeyaCodec(Codec):
         for name, nbytes in expect.items():
             if len(box.section(name)) != nbytes:
                 raise CorruptBlobError(f"{name} section holds {len(box.section(name))} bytes, the block table implies {nbytes}")
-        levels = to_device(self._stored_codebook(box), xp)
+        levels_host = self._stored_codebook(box)
+        levels = to_device(levels_host, xp)
         cursors = {name: 0 for name in expect}
+        entropy_idx: list[np.ndarray] = []
+        if p.entropy:
+            from ..stages import rans  # noqa: PLC0415
+
+            with STAGES.stage("decode/entropy", xp):
+                raw = box.section("entropy")
+                entropy_idx, used = rans.decode_many(raw, [b.rows * b.width for b in table], len(levels_host))
+                if used != len(raw):
+                    raise CorruptBlobError(f"entropy section holds {len(raw)} bytes, its streams use {used}")
+        elif "entropy" in box.sections:
+            raise CorruptBlobError("unexpected entropy section for a codec without entropy coding")
 
         def take(name: str, nbytes: int) -> memoryview:
             start = cursors[name]
@@ -325,12 +411,17 @@ class KakeyaCodec(Codec):
 
         shared = self._read_skeleton(take("skeleton", shared_bytes), table[0].d_eff, d, xp) if p.share_basis else None
         parts = []
-        for info, size in zip(table, sizes):
+        for i, (info, size) in enumerate(zip(table, sizes)):
             fit = shared if shared is not None else self._read_skeleton(take("skeleton", size["skeleton"]), info.d_eff, d, xp)
-            parts.append(self._decode_block(info, size, fit, levels, take, xp))
+            idx = entropy_idx[i] if p.entropy else None
+            parts.append(self._decode_block(info, size, fit, levels, take, xp, idx))
         return xp.concatenate(parts, axis=0)
 
     def _stored_codebook(self, box: Container) -> np.ndarray:
+        if self.params.quant == "uniform":
+            if "codebook" in box.sections:
+                raise CorruptBlobError("unexpected codebook section for a uniform-quantiser codec")
+            return self._codebook()
         if self.params.codebook == "gaussian":
             if "codebook" in box.sections:
                 raise CorruptBlobError("unexpected codebook section for a gaussian-codebook codec")
@@ -355,7 +446,8 @@ class KakeyaCodec(Codec):
         basis = floats.from_bytes(buf[split:], skel, d_eff * d, xp, "PCA basis").reshape(d_eff, d)
         return pca.PcaFit(mean=mean, basis=basis, eigenvalues=None, captured_variance=float("nan"))
 
-    def _decode_block(self, info: BlockInfo, size: dict[str, int], fit: pca.PcaFit, levels: Any, take: Any, xp: ModuleType) -> Any:
+    def _decode_block(self, info: BlockInfo, size: dict[str, int], fit: pca.PcaFit, levels: Any, take: Any,
+                      xp: ModuleType, entropy_idx: np.ndarray | None = None) -> Any:
         p = self.params
         rows, w = info.rows, info.width
         with STAGES.stage("decode/unpack", xp):
@@ -368,13 +460,16 @@ class KakeyaCodec(Codec):
                     raise CorruptBlobError("a centre id exceeds the block's centre count")
             else:
                 seg = xp.zeros(rows, dtype=xp.int64)
-            idx_packed = xp.asarray(np.frombuffer(take("codes", size["idx"]), dtype=np.uint8))
-            idx = unpack_bits(idx_packed, p.bits, rows * w).reshape(rows, w)
-            n_scalars = 2 if info.k_eff else 1
-            scalars = floats.from_bytes(take("norms", size["norms"]), p.scalars, n_scalars * rows, xp, "norms")
-            t, norm_field = scalars[: rows * (n_scalars - 1)], scalars[rows * (n_scalars - 1) :]
+            if entropy_idx is None:
+                idx_packed = xp.asarray(np.frombuffer(take("codes", size["idx"]), dtype=np.uint8))
+                idx = unpack_bits(idx_packed, p.bits, rows * w).reshape(rows, w)
+            else:
+                idx = xp.asarray(entropy_idx.astype(np.int64)).reshape(rows, w)
+            if int(idx.max()) >= int(levels.shape[0]):
+                raise CorruptBlobError("a quantiser index exceeds the codebook")
+            t, norm_field = self._read_scalars(take("norms", size["norms"]), rows, info.k_eff > 0, xp)
         with STAGES.stage("decode/dequantize", xp):
-            zhat = lloyd_max.dequantize(idx, levels, xp)
+            zhat = levels[idx]
             if info.n_outliers:
                 pos_buf = take("outliers", size["out_pos"])
                 pos = unpack_bits(xp.asarray(np.frombuffer(pos_buf, dtype=np.uint8)), max(1, bits_for(rows * w)), info.n_outliers)
@@ -382,9 +477,33 @@ class KakeyaCodec(Codec):
                 zhat = outliers.apply(zhat, pos, vals, xp)
         with STAGES.stage("decode/rotate", xp):
             res_norm = xp.ones_like(norm_field) if p.legacy_ip_norm else norm_field
-            r_hat = wht.inverse_rotate(zhat * (res_norm / np.float32(math.sqrt(w)))[:, None], p.seed, xp)
+            r_hat = zhat * (res_norm / np.float32(math.sqrt(w)))[:, None]
+            if p.rotate:
+                r_hat = wht.inverse_rotate(r_hat, p.seed, xp)
         with STAGES.stage("decode/unproject", xp):
             c_hat = r_hat[:, : info.d_eff]
             if info.k_eff:
                 c_hat = c_hat + t[:, None] * centres[seg]
             return pca.unproject(fit, c_hat)
+
+    def _read_scalars(self, buf: memoryview, rows: int, has_t: bool, xp: ModuleType) -> tuple[Any, Any]:
+        """(t [rows] or empty, residual norms [rows]) of one block's ``norms`` field."""
+        p = self.params
+        if p.scalar_bits:
+            half = scalarq.nbytes(rows, p.scalar_bits) if has_t else 0
+            t = scalarq.decode_linear(buf[:half], rows, p.scalar_bits, xp, "k-means projections") if has_t \
+                else xp.zeros(0, dtype=xp.float32)
+            return t, scalarq.decode_log(buf[half:], rows, p.scalar_bits, xp, "residual norms")
+        n_scalars = 2 if has_t else 1
+        scalars = floats.from_bytes(buf, p.scalars, n_scalars * rows, xp, "norms")
+        return scalars[: rows * (n_scalars - 1)], scalars[rows * (n_scalars - 1) :]
+
+
+def resolve_codebook_path(codebook: str) -> str:
+    """``calib:NAME`` → ``CALIB_DIR/NAME.npy``; anything else is a path, returned as is."""
+    if codebook.startswith("calib:"):
+        name = codebook[len("calib:") :]
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise InputError(f"codebook {codebook!r}: NAME must be a plain file name")
+        return str(CALIB_DIR / f"{name}.npy")
+    return codebook

@@ -72,6 +72,8 @@ class TurboQuantParams:
 class TurboQuantCodec(Codec):
     name = "turboquant"
     Params = TurboQuantParams
+    # Every vector is scaled to unit norm before quantising: query whitening breaks it (spec §3.3).
+    renormalises_per_vector = True
     max_cols = 4096
 
     def _width(self, d: int) -> int:
