@@ -209,6 +209,6 @@ def test_section_tags_are_stable():
     # Tags are part of the on-disk format: renumbering would break old blobs.
     assert SECTION_TAGS == {
         1: "blocks", 2: "skeleton", 3: "centres", 4: "codes", 5: "norms", 6: "outliers", 7: "codebook", 8: "raw",
-        9: "scales",
+        9: "scales", 10: "entropy",
     }
     assert container.DTYPE_CODES == {1: np.dtype("float16"), 2: np.dtype("float32"), 3: np.dtype("float64")}

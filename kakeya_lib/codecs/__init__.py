@@ -13,6 +13,7 @@ from typing import Any
 from ..container import read_container
 from ..errors import SpecError
 from .base import Codec, ratio_vs_bf16
+from .besicovitch import BesicovitchCodec
 from .fp8 import Fp8Codec
 from .identity import IdentityCodec
 from .intq import IntCodec
@@ -32,7 +33,7 @@ def register(cls: type[Codec]) -> type[Codec]:
     return cls
 
 
-for _cls in (IdentityCodec, KakeyaCodec, TurboQuantCodec, IntCodec, KiviCodec, Fp8Codec):
+for _cls in (IdentityCodec, KakeyaCodec, TurboQuantCodec, IntCodec, KiviCodec, Fp8Codec, BesicovitchCodec):
     register(_cls)
 
 
