@@ -266,7 +266,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .llm.plan import KVPlan  # noqa: PLC0415
 
     pairs = [_split_pair(p) for p in (args.pair or ([] if args.recipe else DEFAULT_PAIRS))]
-    plans = [KVPlan(k, v) for k, v in pairs]  # bad specs fail here, before the model loads
+    # bad specs fail here, before the model loads
+    plans = [KVPlan(k, v, protect_tokens=args.protect_tokens, boundary=args.boundary) for k, v in pairs]
     plans += [recipes.load(name).plan() for name in (args.recipe or [])]
     loaded, chosen = _load_llm(args)
     results = evaluate_many(loaded.model, [p.input_ids for p in chosen], args.ctx, plans,
@@ -364,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_llm_arguments(p)
     p.add_argument("--pair", action="append", help="SPEC or K_SPEC|V_SPEC (repeatable; default: a baseline set)")
     p.add_argument("--recipe", action="append", help="a recipe name or file (repeatable)")
+    p.add_argument("--protect-tokens", type=int, default=0, help="--pair plans: leading tokens kept exact")
+    p.add_argument("--boundary", type=int, default=0, help="--pair plans: first/last N layers kept uncompressed")
     p.add_argument("--n-eval", type=int, default=64)
     p.add_argument("--mode", choices=["roundtrip", "cache"], default="roundtrip")
     p.add_argument("--no-progress", action="store_true")

@@ -123,3 +123,14 @@ def test_eval_runs_a_recipe(tiny_assets, tmp_path, capsys):
     assert code == 0
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["plan"] == "ours-k3v3-sink" and r["protect_tokens"] == 1 and r["kl_mean"] > 0
+
+
+def test_compare_pairs_take_protected_tokens_and_boundary(tiny_assets, tmp_path, capsys):
+    model_dir, corpus = tiny_assets
+    out = tmp_path / "cmp"
+    code, _, _ = run(["compare", "--model", model_dir, "--corpus", corpus, "--ctx", 48, "--n-eval", 8,
+                      "--passages", 2, "--no-progress", "--out", out, "--pair", "kivi:bits=2",
+                      "--protect-tokens", 1, "--boundary", 1], capsys)
+    assert code == 0
+    r = json.loads((out / "results.json").read_text())["results"][0]
+    assert r["protect_tokens"] == 1 and r["boundary"] == 1

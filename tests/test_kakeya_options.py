@@ -170,3 +170,24 @@ def test_quantised_scalar_corruption_is_rejected():
     norms[0:4] = np.array([np.nan], dtype="<f4").tobytes()
     with pytest.raises(CorruptBlobError, match="range"):
         codec.decode(_rewrite(blob, norms=bytes(norms)))
+
+
+# -- K-residual Besicovitch ---------------------------------------------------------------------
+def test_residual_besicovitch_replaces_lloyd_max_and_counts_its_records():
+    from kakeya_lib.stages import besi
+
+    n, d = 1024, 64
+    x = synthetic.kv_like(n, d, seed=47)
+    codec, blob, y = roundtrip("kakeya:pca=none,k=0,block=1024,rbesi_dir=3,rbesi_mag=4", x)
+    cfg = besi.BesiConfig(g=2, dir_bits=3, mag_mode="quant", mag_bits=4)
+    assert codec.ledger(blob)["codes"] == n * cfg.vector_nbytes(64)  # 24 + 32 + 2 bytes per row
+    assert rel_mse(x, y) < 0.05
+    _, _, y_legacy = roundtrip("kakeya:pca=none,k=0,block=1024,rbesi_dir=3,rbesi_mag=4,legacy_rbesi_mag=1", x)
+    assert rel_mse(x, y) < rel_mse(x, y_legacy)  # the seed's quirky magnitudes lose resolution
+    with pytest.raises(SpecError, match="replaces the scalar quantiser"):
+        codecs.get("kakeya:rbesi_dir=3,outlier=2")
+    with pytest.raises(SpecError, match="legacy_rbesi_mag"):
+        codecs.get("kakeya:legacy_rbesi_mag=1")
+    box = container.read_container(blob)
+    with pytest.raises(CorruptBlobError):
+        codec.decode(_rewrite(blob, codes=bytes(box.sections["codes"])[:-3]))

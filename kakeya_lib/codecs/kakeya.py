@@ -26,6 +26,11 @@ Seed bugs, reproducible behind named flags (all off by default; spec §1.9, §10
   the rounded one.
 * ``legacy_rsvd_no_reorth`` / ``legacy_rsvd_sketch_vr``: see :mod:`kakeya_lib.stages.rsvd`.
 
+K-residual Besicovitch (spec §2.6, ``rbesi_dir > 0``): the unit-scaled rotated residual ``z`` is
+coded by the Besicovitch group codec (:mod:`~kakeya_lib.stages.besi`: ``rbesi_g``-groups,
+``2**rbesi_dir`` directions, ``rbesi_mag``-bit magnitudes, ``rbesi_mode`` f16 | quant) instead of
+Lloyd–Max; its per-row records go to ``codes`` and outliers are off, as in the seed.
+
 Switches for the stage-by-stage ablation: ``rotate=0`` skips the Hadamard rotation (then
 ``W = d_eff``), ``quant=uniform`` replaces Lloyd–Max by the uniform grid.
 
@@ -51,7 +56,7 @@ from ..bitpack import bits_for, pack_bits, packed_nbytes, unpack_bits
 from ..container import Container
 from ..errors import CorruptBlobError, InputError
 from ..paths import CACHE_DIR
-from ..stages import kmeans, lloyd_max, outliers, pca, rsvd, scalarq, uniform, wht
+from ..stages import besi, kmeans, lloyd_max, outliers, pca, rsvd, scalarq, uniform, wht
 from ..timing import STAGES
 from .base import Codec, as_host_bytes
 
@@ -85,12 +90,17 @@ class KakeyaParams:
     entropy: bool = False  # rANS-code the quantiser indices (one stream per block)
     scalar_bits: int = 0  # 0: t and ‖r‖ as `scalars` floats; 2..16: codes on each block's range
     rotate: bool = True  # randomised Hadamard rotation of the residual (0 only for ablations)
+    rbesi_dir: int = 0  # K-residual Besicovitch direction bits (0 = off: scalar quantiser)
+    rbesi_g: int = 2  # its group size
+    rbesi_mag: int = 4  # its magnitude bits (quant mode)
+    rbesi_mode: Literal["f16", "quant"] = "quant"  # its magnitude mode
     seed: int = SEED_ROTATION  # WHT signs, k-means init, RSVD test matrix
     legacy_wht_scale: bool = False
     legacy_ip_norm: bool = False
     legacy_unrounded_t: bool = False
     legacy_rsvd_no_reorth: bool = False
     legacy_rsvd_sketch_vr: bool = False
+    legacy_rbesi_mag: bool = False  # the seed's quantised-magnitude quirk in the K-residual Besicovitch
 
     def __post_init__(self) -> None:
         checks = [
@@ -114,6 +124,10 @@ class KakeyaParams:
             (self.quant == "lloyd" or self.codebook == "gaussian", "a custom codebook only applies with quant=lloyd"),
             (self.step >= 0, f"step must be >= 0, got {self.step}"),
             (self.step == 0 or self.quant == "uniform", "step only applies with quant=uniform"),
+            (0 <= self.rbesi_dir <= 8, f"rbesi_dir must be in 0..8, got {self.rbesi_dir}"),
+            (self.rbesi_dir or not self.legacy_rbesi_mag, "legacy_rbesi_mag only applies with rbesi_dir > 0"),
+            (not self.rbesi_dir or (self.outlier is None and not self.entropy and self.quant == "lloyd"),
+             "rbesi_dir replaces the scalar quantiser: no outlier, entropy or quant=uniform with it"),
             (self.scalar_bits == 0 or scalarq.MIN_BITS <= self.scalar_bits <= scalarq.MAX_BITS,
              f"scalar_bits must be 0 or in {scalarq.MIN_BITS}..{scalarq.MAX_BITS}, got {self.scalar_bits}"),
         ]
@@ -155,7 +169,7 @@ class KakeyaCodec(Codec):
             "skeleton": 0 if p.share_basis else self._skeleton_nbytes(info.d_eff, d),
             "centres": skel_b * info.k_eff * info.d_eff,
             "seg": packed_nbytes(n, bits_for(info.k_eff)) if info.k_eff > 1 else 0,
-            "idx": 0 if p.entropy else packed_nbytes(n * w, p.bits),
+            "idx": 0 if p.entropy else (n * self._besi().vector_nbytes(w) if p.rbesi_dir else packed_nbytes(n * w, p.bits)),
             "norms": n_scalars * (scalarq.nbytes(n, p.scalar_bits) if p.scalar_bits else scal_b * n),
             "out_pos": packed_nbytes(info.n_outliers, max(1, bits_for(n * w))) if info.n_outliers else 0,
             "out_val": scal_b * info.n_outliers,
@@ -169,6 +183,11 @@ class KakeyaCodec(Codec):
         if p.codebook == "gaussian":
             return lloyd_max.gaussian_codebook(p.bits)
         return lloyd_max.load_codebook(resolve_codebook_path(p.codebook), p.bits)
+
+    def _besi(self) -> besi.BesiConfig:
+        p = self.params
+        return besi.BesiConfig(g=p.rbesi_g, dir_bits=p.rbesi_dir, mag_mode=p.rbesi_mode, mag_bits=p.rbesi_mag,
+                               legacy_mag=p.legacy_rbesi_mag)
 
     def _quantize(self, z: Any, levels: Any, xp: ModuleType) -> Any:
         p = self.params
@@ -311,7 +330,12 @@ class KakeyaCodec(Codec):
         if getattr(self, "_z_sink", None) is not None:
             self._z_sink.append(z[live])
         with STAGES.stage("encode/quantize", xp):
-            idx = self._quantize(z, levels, xp)
+            if p.rbesi_dir:
+                if w % p.rbesi_g:
+                    raise InputError(f"rbesi_g={p.rbesi_g} does not divide the residual width {w}")
+                idx = besi.encode_groups(z, self._besi(), xp)  # GroupCodes, serialised below
+            else:
+                idx = self._quantize(z, levels, xp)
             if p.outlier is not None:
                 pos, vals = outliers.find(z, p.outlier, xp)
             else:
@@ -332,6 +356,8 @@ class KakeyaCodec(Codec):
             if p.entropy:
                 out["codes"].append(seg_bytes)
                 queue.append(to_host(idx).reshape(-1))
+            elif p.rbesi_dir:
+                out["codes"].append(seg_bytes + besi.codes_to_bytes(idx, self._besi(), xp))
             else:
                 out["codes"].append(seg_bytes + as_host_bytes(pack_bits(idx.reshape(-1), p.bits)))
             if p.scalar_bits:
@@ -460,16 +486,19 @@ class KakeyaCodec(Codec):
                     raise CorruptBlobError("a centre id exceeds the block's centre count")
             else:
                 seg = xp.zeros(rows, dtype=xp.int64)
-            if entropy_idx is None:
+            if p.rbesi_dir:
+                codes = besi.codes_from_bytes(take("codes", size["idx"]), rows, w, self._besi(), xp)
+                idx = None
+            elif entropy_idx is None:
                 idx_packed = xp.asarray(np.frombuffer(take("codes", size["idx"]), dtype=np.uint8))
                 idx = unpack_bits(idx_packed, p.bits, rows * w).reshape(rows, w)
             else:
                 idx = xp.asarray(entropy_idx.astype(np.int64)).reshape(rows, w)
-            if int(idx.max()) >= int(levels.shape[0]):
+            if idx is not None and int(idx.max()) >= int(levels.shape[0]):
                 raise CorruptBlobError("a quantiser index exceeds the codebook")
             t, norm_field = self._read_scalars(take("norms", size["norms"]), rows, info.k_eff > 0, xp)
         with STAGES.stage("decode/dequantize", xp):
-            zhat = levels[idx]
+            zhat = besi.decode_groups(codes, self._besi(), xp) if p.rbesi_dir else levels[idx]
             if info.n_outliers:
                 pos_buf = take("outliers", size["out_pos"])
                 pos = unpack_bits(xp.asarray(np.frombuffer(pos_buf, dtype=np.uint8)), max(1, bits_for(rows * w)), info.n_outliers)
