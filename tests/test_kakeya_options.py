@@ -191,3 +191,42 @@ def test_residual_besicovitch_replaces_lloyd_max_and_counts_its_records():
     box = container.read_container(blob)
     with pytest.raises(CorruptBlobError):
         codec.decode(_rewrite(blob, codes=bytes(box.sections["codes"])[:-3]))
+
+
+# -- entropy-coded indices -----------------------------------------------------------------------
+def test_entropy_coding_is_lossless_and_smaller_than_packed_codes():
+    n, d = 2048, 64
+    x = synthetic.kv_like(n, d, seed=48)
+    _, blob_packed, y_packed = roundtrip("kakeya:pca=none,k=0,bits=3,block=1024", x)
+    codec, blob, y = roundtrip("kakeya:pca=none,k=0,bits=3,block=1024,entropy=1", x)
+    assert np.array_equal(y, y_packed)  # same indices, only their storage differs
+    ledger = codec.ledger(blob)
+    assert ledger["codes"] == 0 and ledger["entropy"] < packed_nbytes(n * d, 3) * 0.97  # LM-3 entropy ≈ 2.83 bits
+    assert len(blob) < len(blob_packed)
+
+
+def test_entropy_coded_uniform_grid_beats_lloyd_max_at_equal_bytes():
+    x = synthetic.gaussian(4096, 64, seed=49)
+    _, blob_lm, y_lm = roundtrip("kakeya:pca=none,k=0,bits=3,block=1024", x)
+    _, blob_u, y_u = roundtrip("kakeya:pca=none,k=0,bits=5,quant=uniform,step=0.62,block=1024,entropy=1", x)
+    assert len(blob_u) < len(blob_lm) and rel_mse(x, y_u) < rel_mse(x, y_lm)
+
+
+def test_corrupted_entropy_streams_are_rejected():
+    x = synthetic.kv_like(256, 32, seed=50)
+    codec = codecs.get("kakeya:pca=none,bits=5,quant=uniform,step=0.6,block=128,entropy=1")
+    blob = codec.encode(x)
+    raw = bytes(container.read_container(blob).sections["entropy"])
+    with pytest.raises(CorruptBlobError):
+        codec.decode(_rewrite(blob, entropy=raw[:-2]))
+    with pytest.raises(CorruptBlobError, match="entropy section"):
+        codec.decode(_rewrite(blob, entropy=raw + b"\0"))
+    flipped = bytearray(raw)
+    flipped[len(flipped) // 2] ^= 0x5A
+    with pytest.raises(CorruptBlobError):
+        codec.decode(_rewrite(blob, entropy=bytes(flipped)))
+    plain = codecs.get("kakeya:pca=none,bits=5,quant=uniform,step=0.6,block=128")
+    box = container.read_container(plain.encode(x))
+    sections = [(k, bytes(v)) for k, v in box.sections.items()] + [("entropy", b"x")]
+    with pytest.raises(CorruptBlobError, match="unexpected entropy"):
+        plain.decode(container.write_container(box.spec, (box.n_rows, box.n_cols), box.dtype, sections))

@@ -32,3 +32,28 @@ def test_run_gives_tidy_rows_and_compounding_grows_with_depth():
     assert {"plan", "ratio_vs_bf16", "delta_ppl_pct", "kl_mean", "top1_pct"} <= set(rows[0])
     assert rows[1]["ratio_vs_bf16"] > rows[0]["ratio_vs_bf16"]  # more layers compressed, fewer bytes
     assert rows[1]["k_rel_mse"] > 0
+
+
+def test_pareto_front_and_best_at_pick_the_right_rows():
+    rows = [
+        {"plan": "a", "ratio_vs_bf16": 3.0, "delta_ppl_pct": 0.5, "top1_pct": 96, "delta_ppl_ci_hi": 0.9},
+        {"plan": "b", "ratio_vs_bf16": 4.0, "delta_ppl_pct": 0.4, "top1_pct": 95, "delta_ppl_ci_hi": 1.2},
+        {"plan": "c", "ratio_vs_bf16": 5.0, "delta_ppl_pct": 2.0, "top1_pct": 93, "delta_ppl_ci_hi": 3.0},
+        {"plan": "d", "ratio_vs_bf16": 4.5, "delta_ppl_pct": 2.5, "top1_pct": 94, "delta_ppl_ci_hi": 3.1},
+    ]
+    assert [r["plan"] for r in sweeps.pareto_front(rows)] == ["b", "c"]  # a and d are dominated
+    assert sweeps.best_at(rows, 1.0)["plan"] == "b"
+    assert sweeps.best_at(rows, 1.0, max_ci_hi=1.0)["plan"] == "a"
+    assert sweeps.best_at(rows, 3.0, min_top1=94)["plan"] == "d"  # c fails top-1
+    assert sweeps.best_at(rows, 0.1) is None
+
+
+def test_rank_correlation_is_spearman():
+    rows = [{"x": float(i), "kl_mean": float(i * i)} for i in range(5)] + [{"x": None, "kl_mean": 1.0}]
+    assert abs(sweeps.rank_correlation(rows, "x") - 1.0) < 1e-12
+    rev = [{"x": -r["x"], "kl_mean": r["kl_mean"]} for r in rows[:5]]
+    assert abs(sweeps.rank_correlation(rev, "x") + 1.0) < 1e-12
+    import pytest
+
+    with pytest.raises(ValueError, match="at least 3"):
+        sweeps.rank_correlation(rows[:2], "x")

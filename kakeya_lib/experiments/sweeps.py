@@ -4,7 +4,11 @@
   compounds with depth;
 * :func:`single_layer_attribution`: compress one layer at a time — which layers carry the damage;
 * :func:`grid`: every combination of codec spec keys (bits, rank, block, outlier, ...) for
-  rate–distortion frontiers.
+  rate–distortion frontiers;
+* :func:`ablation_ladder`: the seed's pipeline built up one stage at a time at 3 bits, then our
+  levers one at a time — each rung's bytes, Δppl, KL and top-1;
+* :func:`rank_correlation`: how well a distortion column (plain or query-weighted MSE) ranks
+  configurations by KL (Spearman's ρ across rows).
 
 :func:`run` evaluates plans side by side on the same passages and returns one tidy row per plan
 (the row of :func:`~kakeya_lib.experiments.table.summary_row` plus the generator's own columns).
@@ -12,8 +16,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any, Sequence
+
+import numpy as np
 
 from ..codecs.spec import split_spec
 from ..llm.plan import KVPlan, full_attention_layers
@@ -58,3 +65,96 @@ def run(model: Any, passages: Sequence[Sequence[int]], ctx_len: int,
 
     results = evaluate_many(model, passages, ctx_len, [plan for _, plan in labelled_plans], **kwargs)
     return [{**columns, **summary_row(result)} for (columns, _), result in zip(labelled_plans, results)]
+
+
+# The seed's stages added one at a time (spec §1), then ours; every rung codes K and V at 3 bits.
+_SEED_LADDER: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("skeleton + uniform", "kakeya:vr=1.0,k=0,rotate=0,quant=uniform,bits=3", "", {}),
+    ("+ k-means", "kakeya:vr=1.0,k=16,rotate=0,quant=uniform,bits=3", "", {}),
+    ("+ WHT", "kakeya:vr=1.0,k=16,quant=uniform,bits=3", "", {}),
+    ("+ Lloyd-Max", "kakeya:vr=1.0,k=16,bits=3", "", {}),
+    ("+ outliers T=2", "kakeya:vr=1.0,k=16,bits=3,outlier=2.0", "", {}),
+    ("+ Sigma_q whitening", "kakeya:vr=1.0,k=16,bits=3,outlier=2.0", "", {"qprecond": "calib"}),
+    ("+ calibrated codebook", "kakeya:vr=1.0,k=16,bits=3,outlier=2.0", "",
+     {"qprecond": "calib", "calibrated_codebook": True}),
+    ("+ boundary layers (2+2 exact)", "kakeya:vr=1.0,k=16,bits=3,outlier=2.0", "",
+     {"qprecond": "calib", "calibrated_codebook": True, "boundary": 2}),
+)
+_OURS_LADDER: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("ours: mean only, no basis, 1024-row blocks", "kakeya:pca=none,bits=3,block=1024",
+     "kakeya:pca=none,k=0,bits=3,block=1024", {}),
+    ("+ sink token exact", "kakeya:pca=none,bits=3,block=1024", "kakeya:pca=none,k=0,bits=3,block=1024",
+     {"protect_tokens": 1}),
+    ("+ 8-bit row scalars", "kakeya:pca=none,bits=3,block=1024,scalar_bits=8",
+     "kakeya:pca=none,k=0,bits=3,block=1024,scalar_bits=8", {"protect_tokens": 1}),
+    ("+ entropy-coded uniform grid", "kakeya:pca=none,bits=5,block=1024,scalar_bits=8,quant=uniform,step=0.6,entropy=1",
+     "kakeya:pca=none,k=0,bits=5,block=1024,scalar_bits=8,quant=uniform,step=0.6,entropy=1", {"protect_tokens": 1}),
+)
+
+
+def ablation_ladder(include_seed: bool = True, include_ours: bool = True, block: int | None = None
+                    ) -> list[tuple[dict[str, Any], KVPlan]]:
+    """The stage-by-stage ablation as labelled plans (``stage``, ``rung`` columns).
+
+    Seed rungs: PCA skeleton with a plain uniform 3-bit grid → + spherical k-means → + Hadamard
+    rotation → + Lloyd–Max → + outliers → + Σ_q whitening → + calibrated codebooks → + boundary
+    layers. Our rungs replace the skeleton by the block mean, keep the sink token exact, code the
+    per-row scalars in 8 bits and the residual with an entropy-coded uniform grid. Bits differ a
+    little between rungs (the stages' own overheads); the rows report each rung's real ratio.
+    ``block`` overrides the rows per block of every spec (tiny models in tests).
+    """
+    rungs = (_SEED_LADDER if include_seed else ()) + (_OURS_LADDER if include_ours else ())
+    out = []
+    for i, (stage, k, v, extra) in enumerate(rungs):
+        if block is not None:
+            k, v = _with_key(k, "block", block), (_with_key(v, "block", block) if v else v)
+        plan = dataclasses.replace(KVPlan(k, v or None, name=stage), **extra)
+        out.append(({"rung": i, "stage": stage}, plan))
+    return out
+
+
+def _with_key(spec: str, key: str, value: Any) -> str:
+    name, raw = split_spec(spec)
+    raw[key] = str(value)
+    return f"{name}:" + ",".join(f"{k}={v}" for k, v in raw.items())
+
+
+def rank_correlation(rows: Sequence[dict[str, Any]], x: str, y: str = "kl_mean") -> float:
+    """Spearman's ρ between columns ``x`` and ``y`` over ``rows`` (NaN rows dropped).
+
+    E.g. ``rank_correlation(rows, "k_rel_mse")`` vs ``rank_correlation(rows, "k_qw_rel_mse")``:
+    does query-weighted key error order the configurations by KL better than plain error?
+    """
+    from scipy.stats import spearmanr  # noqa: PLC0415
+
+    pairs = np.array([(float(r[x]), float(r[y])) for r in rows if r.get(x) is not None and r.get(y) is not None])
+    pairs = pairs[np.isfinite(pairs).all(axis=1)] if pairs.size else pairs
+    if len(pairs) < 3:
+        raise ValueError(f"need at least 3 rows with finite {x!r} and {y!r}, got {len(pairs)}")
+    return float(spearmanr(pairs[:, 0], pairs[:, 1]).statistic)
+
+
+def pareto_front(rows: Sequence[dict[str, Any]], x: str = "ratio_vs_bf16", y: str = "delta_ppl_pct"
+                 ) -> list[dict[str, Any]]:
+    """Rows not dominated by another (higher ``x`` is better, lower ``y`` is better), by ``x``.
+
+    The quality-at-ratio frontier: for every ratio, the best quality any configuration reached
+    there. Ties on both columns keep the first row.
+    """
+    ordered = sorted(rows, key=lambda r: (-float(r[x]), float(r[y])))
+    front: list[dict[str, Any]] = []
+    best = float("inf")
+    for r in ordered:
+        if float(r[y]) < best:
+            front.append(r)
+            best = float(r[y])
+    return front[::-1]
+
+
+def best_at(rows: Sequence[dict[str, Any]], max_delta_pct: float, min_top1: float | None = None,
+            max_ci_hi: float | None = None) -> dict[str, Any] | None:
+    """The highest-ratio row with |Δppl| ≤ ``max_delta_pct`` (and the optional top-1 / CI bounds)."""
+    ok = [r for r in rows if abs(float(r["delta_ppl_pct"])) <= max_delta_pct
+          and (min_top1 is None or float(r["top1_pct"]) >= min_top1)
+          and (max_ci_hi is None or float(r["delta_ppl_ci_hi"]) <= max_ci_hi)]
+    return max(ok, key=lambda r: float(r["ratio_vs_bf16"])) if ok else None
