@@ -7,6 +7,8 @@ import torch
 from kakeya_lib.experiments import sweeps
 from kakeya_lib.llm.models import tiny_config, tiny_model
 
+from .test_qprecond import calib_dir_fixture, tiny_corpus_fixture  # noqa: F401  (fixtures)
+
 G = torch.Generator().manual_seed(5)
 PASSAGES = [torch.randint(0, 96, (72,), generator=G).tolist() for _ in range(2)]
 
@@ -57,3 +59,23 @@ def test_rank_correlation_is_spearman():
 
     with pytest.raises(ValueError, match="at least 3"):
         sweeps.rank_correlation(rows[:2], "x")
+
+
+def test_ablation_ladder_runs_every_rung_on_a_tiny_model(tiny_corpus, calib_dir):
+    from .test_qprecond import TinyTokenizer
+
+    labelled = sweeps.ablation_ladder(block=32)
+    stages = [c["stage"] for c, _ in labelled]
+    assert stages[0] == "skeleton + uniform" and stages[-1] == "+ entropy-coded uniform grid"
+    assert labelled[5][1].qprecond == "calib" and labelled[6][1].calibrated_codebook
+    assert all("block=32" in p.k for _, p in labelled)
+    model = tiny_model("llama")
+    rows = sweeps.run(model, PASSAGES, 64, labelled, progress=False, corpus=tiny_corpus, tokenizer=TinyTokenizer(),
+                      calib_passages=2)
+    assert [r["rung"] for r in rows] == list(range(len(labelled)))
+    assert all(r["ratio_vs_bf16"] > 0 and r["kl_mean"] >= 0 for r in rows)  # tiny blocks: bases may cost > bf16
+    by_stage = {r["stage"]: r for r in rows}
+    # scalars coded in 8 bits: fewer bytes at the same codes (entropy coding only pays on real-sized blocks,
+    # see tests/test_kakeya_options.py)
+    assert by_stage["+ 8-bit row scalars"]["ratio_vs_bf16"] > by_stage["+ sink token exact"]["ratio_vs_bf16"]
+    assert by_stage["+ boundary layers (2+2 exact)"]["kl_mean"] == 0  # 2 layers: both are boundary layers

@@ -13,6 +13,10 @@ values in that step, as a serving engine computes attention before storing; from
 on they are read back from the compressed blocks. Layers not chosen for compression (boundary
 layers, sliding-window layers) stay ordinary float layers. :meth:`CompressedCache.bytes_held`
 reports the bytes each layer actually holds.
+
+With query preconditioning (a :class:`~.plan.ResolvedPlan` whose Σ_q calibration covers a layer),
+that layer's key blocks are whitened (``K L``) before they are encoded and unwhitened
+(``· L⁻¹``) when decoded; values, protected tokens and the hot window are never transformed.
 """
 
 from __future__ import annotations
@@ -25,17 +29,19 @@ from transformers.cache_utils import DynamicLayer
 from .. import codecs
 from ..errors import InputError
 from .kvrows import from_rows, to_rows
-from .plan import KVPlan
+from .plan import KVPlan, ResolvedPlan, resolve_plan
 from .prerope import PreRopeCache
+from .qprecond import apply_transform
 
 
 class CompressedLayer(DynamicLayer):
     """One cache layer: packed K/V blocks plus a float hot window (``self.keys/values``)."""
 
     def __init__(self, k_codec: codecs.Codec, v_codec: codecs.Codec, block_tokens: int, hot_tokens: int,
-                 protect_tokens: int = 0) -> None:
+                 protect_tokens: int = 0, k_factors: tuple[Any, Any] | None = None) -> None:
         super().__init__()
         self.k_codec, self.v_codec = k_codec, v_codec
+        self.k_factors = k_factors  # (L, L⁻¹) [n_kv, D, D]: keys are coded whitened
         self.block_tokens, self.hot_tokens = block_tokens, hot_tokens
         self.protect_tokens = protect_tokens
         self.k_blobs: list[bytes] = []
@@ -45,9 +51,11 @@ class CompressedLayer(DynamicLayer):
         self.sink_k: torch.Tensor | None = None
         self.sink_v: torch.Tensor | None = None
 
-    def _decoded(self, blobs: list[bytes], codec: codecs.Codec, like: torch.Tensor) -> torch.Tensor:
+    def _decoded(self, blobs: list[bytes], codec: codecs.Codec, like: torch.Tensor, unwhiten: bool = True) -> torch.Tensor:
+        """Decoded blocks [1, H, n, D]; K blocks of a whitened layer are unwhitened unless told not to."""
         heads = like.shape[1]
-        parts = [from_rows(codec.decode(b, device="cpu"), heads, like) for b in blobs]
+        back = self.k_factors[1] if unwhiten and blobs is self.k_blobs and self.k_factors is not None else None
+        parts = [from_rows(apply_transform(codec.decode(b, device="cpu"), back), heads, like) for b in blobs]
         return torch.cat(parts, dim=-2) if parts else like[..., :0, :]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
@@ -81,7 +89,10 @@ class CompressedLayer(DynamicLayer):
                 self.protected += take
         while self.keys.shape[-2] - self.hot_tokens >= self.block_tokens:
             n = self.block_tokens
-            self.k_blobs.append(self.k_codec.encode(to_rows(self.keys[..., :n, :])))
+            k_rows = to_rows(self.keys[..., :n, :])
+            if self.k_factors is not None:
+                k_rows = apply_transform(k_rows, self.k_factors[0])
+            self.k_blobs.append(self.k_codec.encode(k_rows))
             self.v_blobs.append(self.v_codec.encode(to_rows(self.values[..., :n, :])))
             self.keys = self.keys[..., n:, :].contiguous()
             self.values = self.values[..., n:, :].contiguous()
@@ -130,9 +141,12 @@ class CompressedCache(PreRopeCache):
     block_tokens : tokens per encoded block
     hot_tokens : most recent tokens always kept in float
     protect_tokens : leading tokens kept exact (the attention sink)
+    plan : a :class:`~.plan.KVPlan` or :class:`~.plan.ResolvedPlan` (overrides the codec arguments)
 
-    :meth:`from_plan` builds one from a :class:`~.plan.KVPlan` (boundary layers at their own
-    codecs included).
+    :meth:`from_plan` builds one from a plan (boundary layers at their own codecs included). A
+    plan that calibrates (``qprecond``, ``calibrated_codebook``) must be resolved first with
+    :func:`~.plan.resolve_plan` (it needs the model and the corpus), unless its ``qprecond``
+    names an existing artifact and it asks for no codebooks.
     """
 
     def __init__(
@@ -145,7 +159,7 @@ class CompressedCache(PreRopeCache):
         block_tokens: int = 512,
         hot_tokens: int = 128,
         protect_tokens: int = 0,
-        plan: KVPlan | None = None,
+        plan: KVPlan | ResolvedPlan | None = None,
     ) -> None:
         super().__init__(config=config)
         if block_tokens < 1 or hot_tokens < 0:
@@ -153,15 +167,19 @@ class CompressedCache(PreRopeCache):
         if plan is None:
             plan = KVPlan(k_codec, v_codec, boundary=boundary, protect_tokens=protect_tokens,
                           layers=None if layers is None else tuple(layers))
+        plan = resolve_plan(plan, config=config)
         self.plan = plan
         per_layer = plan.layer_codecs(config)
+        factors = plan.key_factors(config)
         self.compressed_layers = [i for i, c in enumerate(per_layer) if c is not None]
         for i, pair in enumerate(per_layer):
             if pair is not None:
-                self.layers[i] = CompressedLayer(pair[0], pair[1], block_tokens, hot_tokens, plan.protect_tokens)
+                self.layers[i] = CompressedLayer(pair[0], pair[1], block_tokens, hot_tokens, plan.protect_tokens,
+                                                 k_factors=factors[i])
 
     @classmethod
-    def from_plan(cls, config: Any, plan: KVPlan, block_tokens: int = 512, hot_tokens: int = 128) -> "CompressedCache":
+    def from_plan(cls, config: Any, plan: KVPlan | ResolvedPlan, block_tokens: int = 512,
+                  hot_tokens: int = 128) -> "CompressedCache":
         return cls(config, plan.k, block_tokens=block_tokens, hot_tokens=hot_tokens, plan=plan)
 
     def bytes_held(self) -> list[dict[str, Any]]:

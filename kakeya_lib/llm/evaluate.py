@@ -13,6 +13,14 @@ Reported (pooled over passages): ``ppl_ref``, ``ppl_codec``, ``delta_ppl_pct`` w
 95 % CI over passages, ``kl_mean`` = KL(ref ‖ codec) per token, ``top1_pct`` agreement, K/V
 relative MSE, and bytes: real codec bytes for compressed layers plus bf16 bytes for layers
 left uncompressed, against bf16 bytes of everything.
+
+Plans with query preconditioning (``KVPlan.qprecond``) or calibrated codebooks are resolved once
+per plan before the passages loop (:func:`~.plan.resolve_plan`, on the corpus's calib split).
+Keys of whitened layers are coded as ``K̃ = K L`` and unwhitened after decode, in both modes; the
+reported ``k_rel_mse`` stays in the original key space (comparable across plans), and
+``k_rel_mse_whitened`` adds the error in the whitened space, i.e. the query-weighted error
+``E_q[(qᵀ(k − k̂))²]`` relative to ``E_q[(qᵀk)²]`` (up to the ridge; for the ``rope`` variant the
+query covariance averaged over RoPE offsets), over the whitened layers.
 """
 
 from __future__ import annotations
@@ -28,10 +36,11 @@ import torch
 
 from ..errors import InputError
 from .kvrows import from_rows, spec_for_heads, to_rows
-from .plan import KVPlan, as_plans, full_attention_layers
+from .plan import KVPlan, ResolvedPlan, as_plans, full_attention_layers, resolve_plan
 from .prerope import PreRopeCache, make_cache, patch_model
+from .qprecond import apply_transform
 
-__all__ = ["KVPlan", "evaluate", "evaluate_many", "full_attention_layers"]
+__all__ = ["KVPlan", "ResolvedPlan", "evaluate", "evaluate_many", "full_attention_layers", "resolve_plan"]
 
 
 @dataclass
@@ -48,6 +57,14 @@ class LayerTally:
     protected_bytes: int = 0  # leading tokens kept exact (counted at bf16, like uncompressed layers)
     bf16_bytes: int = 0
     compressed: bool = True
+    whitened: bool = False  # keys coded in the Σ_q-whitened space
+    kw_err: float = 0.0  # K error and energy in the whitened space (query-weighted)
+    kw_energy: float = 0.0
+
+    def add_whitened(self, exact: np.ndarray, decoded: np.ndarray) -> None:
+        """Account the K error of one passage in the whitened space."""
+        self.kw_err += float(((exact.astype(np.float64) - decoded) ** 2).sum())
+        self.kw_energy += float((exact.astype(np.float64) ** 2).sum())
 
     def add(self, stream: str, exact: np.ndarray, decoded: np.ndarray, nbytes: int) -> None:
         """Account one stream ("k" or "v") of one passage: squared error, energy, bytes."""
@@ -69,6 +86,8 @@ class LayerTally:
             "compressed": self.compressed,
             "k_rel_mse": self.k_err / self.k_energy if self.k_energy else 0.0,
             "v_rel_mse": self.v_err / self.v_energy if self.v_energy else 0.0,
+            "k_whitened": self.whitened,
+            "k_rel_mse_whitened": (self.kw_err / self.kw_energy if self.kw_energy else 0.0) if self.whitened else None,
             "k_bytes": self.k_bytes,
             "v_bytes": self.v_bytes,
             "hot_bytes": self.hot_bytes,
@@ -109,9 +128,11 @@ def bootstrap_delta_ppl(scores: Sequence[PassageScore], n_boot: int = 2000, seed
     return [float(lo), float(hi)]
 
 
-def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: list[Any], protect: int) -> None:
+def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: list[Any], protect: int,
+               key_factors: Sequence[Any] | None = None) -> None:
     """Replace K and V of every compressed layer of ``cache`` by decode(encode(·)), in place;
-    the first ``protect`` tokens stay exact."""
+    the first ``protect`` tokens stay exact. ``key_factors[i]`` = (L, L⁻¹): code layer i's keys
+    whitened (``K L``) and unwhiten the decoded rows (``· L⁻¹``)."""
     for i, layer in enumerate(cache.layers):
         keys, values = layer.keys, layer.values
         tallies[i].bf16_bytes += 2 * (keys.numel() + values.numel())
@@ -123,15 +144,23 @@ def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: lis
             if keep == tensor.shape[2]:
                 continue
             rows = to_rows(tensor[:, :, keep:])
-            blob = codec.encode(rows)
-            decoded = codec.decode(blob, device="cpu")
+            factors = key_factors[i] if key_factors is not None and stream == "k" else None
+            if factors is None:
+                blob = codec.encode(rows)
+                decoded = codec.decode(blob, device="cpu")
+            else:
+                white = apply_transform(rows, factors[0])
+                blob = codec.encode(white)
+                decoded_white = codec.decode(blob, device="cpu")
+                tallies[i].add_whitened(white, decoded_white)
+                decoded = apply_transform(decoded_white, factors[1])
             tallies[i].add(stream, rows, decoded, len(blob))
             rebuilt = torch.cat([tensor[:, :, :keep], from_rows(decoded, tensor.shape[1], tensor)], dim=2)
             setattr(layer, "keys" if stream == "k" else "values", rebuilt)
 
 
 def _streamed(model: Any, prefix: torch.Tensor, cache_ref: PreRopeCache, tallies: list[LayerTally],
-              plan: KVPlan, block_tokens: int, hot_tokens: int) -> PreRopeCache:
+              plan: KVPlan | ResolvedPlan, block_tokens: int, hot_tokens: int) -> PreRopeCache:
     """Prefill ``prefix`` into a :class:`CompressedCache` and account what it stores."""
     from .cache import CompressedCache, CompressedLayer  # noqa: PLC0415  (cache imports this module)
 
@@ -145,8 +174,11 @@ def _streamed(model: Any, prefix: torch.Tensor, cache_ref: PreRopeCache, tallies
         for stream, blobs, codec, exact in (("k", layer.k_blobs, layer.k_codec, ref.keys),
                                             ("v", layer.v_blobs, layer.v_codec, ref.values)):
             if end > start:
-                decoded = layer._decoded(blobs, codec, exact)
+                decoded = layer._decoded(blobs, codec, exact, unwhiten=True)
                 tallies[i].add(stream, to_rows(exact[..., start:end, :]), to_rows(decoded), sum(map(len, blobs)))
+                if stream == "k" and layer.k_factors is not None:
+                    white = apply_transform(to_rows(exact[..., start:end, :]), layer.k_factors[0])
+                    tallies[i].add_whitened(white, to_rows(layer._decoded(blobs, codec, exact, unwhiten=False)))
         held = layer.bytes_held()
         tallies[i].hot_bytes += held["hot_bytes"]
         tallies[i].protected_bytes += held["protected_bytes"]
@@ -165,24 +197,32 @@ def evaluate(
     mode: str = "roundtrip",
     block_tokens: int = 512,
     hot_tokens: int = 128,
+    **calibration: Any,
 ) -> dict[str, Any]:
-    """Run the protocol for one K/V codec pair (or one :class:`KVPlan`); see :func:`evaluate_many`."""
-    plan = k_codec if isinstance(k_codec, KVPlan) else KVPlan(k_codec, v_codec,
-                                                              layers=None if layers is None else tuple(layers))
+    """Run the protocol for one K/V codec pair (or one plan); see :func:`evaluate_many` (its
+    keyword-only calibration arguments pass through)."""
+    plan = k_codec if isinstance(k_codec, (KVPlan, ResolvedPlan)) else KVPlan(
+        k_codec, v_codec, layers=None if layers is None else tuple(layers))
     return evaluate_many(model, passages, ctx_len, [plan], progress=progress, seed=seed, mode=mode,
-                         block_tokens=block_tokens, hot_tokens=hot_tokens)[0]
+                         block_tokens=block_tokens, hot_tokens=hot_tokens, **calibration)[0]
 
 
 def evaluate_many(
     model: Any,
     passages: Sequence[Sequence[int]],
     ctx_len: int,
-    plans: Sequence[KVPlan | tuple[str, str | None] | str],
+    plans: Sequence[KVPlan | ResolvedPlan | tuple[str, str | None] | str],
     progress: bool = True,
     seed: int = 0,
     mode: str = "roundtrip",
     block_tokens: int = 512,
     hot_tokens: int = 128,
+    *,
+    corpus: Any | None = None,
+    tokenizer: Any | None = None,
+    calib_passages: int = 8,
+    calib_seed: int = 0,
+    bos: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Run the protocol for several plans side by side on the same passages.
 
@@ -198,6 +238,10 @@ def evaluate_many(
         trip (the seed's protocol); "cache" prefills through a :class:`CompressedCache`, which
         stores full blocks of ``block_tokens`` as bytes and keeps the newest tokens (at least
         ``hot_tokens``) in float, and counts those float bytes too
+    corpus, tokenizer : where plans with ``qprecond="calib"`` or ``calibrated_codebook`` calibrate:
+        ``calib_passages`` passages of ``ctx_len`` tokens from the corpus's calib split (seed
+        ``calib_seed``, BOS as ``bos``, default: Gemma3 only); see :func:`~.plan.resolve_plan`.
+        Plans may also arrive resolved already.
 
     Returns
     -------
@@ -212,15 +256,18 @@ def evaluate_many(
     lengths = {len(p) for p in passages}
     if len(lengths) != 1 or next(iter(lengths)) < ctx_len + 2 or ctx_len < 1:
         raise InputError(f"every passage needs ctx_len + n_eval tokens with n_eval >= 2; got lengths {sorted(lengths)}")
-    plans = as_plans(plans)
-    per_layer = [plan.layer_codecs(model.config) for plan in plans]
-    heads = model.config.num_key_value_heads
-    labels = [(spec_for_heads(p.k, heads), spec_for_heads(p.v or p.k, heads)) for p in plans]
     if not any(getattr(layer.self_attn, "_kakeya_prerope", False) for layer in model.model.layers):
         patch_model(model)
+    plans = [resolve_plan(p, model, corpus=corpus, tokenizer=tokenizer, ctx=ctx_len, n_passages=calib_passages,
+                          seed=calib_seed, bos=bos, progress=progress) for p in as_plans(plans)]
+    per_layer = [plan.layer_codecs(model.config) for plan in plans]
+    factors = [plan.key_factors(model.config) for plan in plans]
+    heads = model.config.num_key_value_heads
+    labels = [(spec_for_heads(p.k, heads), spec_for_heads(p.v or p.k, heads)) for p in plans]
 
     n_layers = model.config.num_hidden_layers
-    tallies = [[LayerTally(compressed=codecs_i[i] is not None) for i in range(n_layers)] for codecs_i in per_layer]
+    tallies = [[LayerTally(compressed=codecs_i[i] is not None, whitened=factors[j][i] is not None) for i in range(n_layers)]
+               for j, codecs_i in enumerate(per_layer)]
     scores: list[list[PassageScore]] = [[] for _ in plans]
     codec_seconds = [0.0 for _ in plans]
     iterator = passages
@@ -239,7 +286,7 @@ def evaluate_many(
                 t0 = time.perf_counter()
                 if mode == "roundtrip":
                     cache_codec = copy.deepcopy(cache_ref)
-                    _roundtrip(cache_codec, tallies[j], per_layer[j], plan.protect_tokens)
+                    _roundtrip(cache_codec, tallies[j], per_layer[j], plan.protect_tokens, factors[j])
                 else:
                     cache_codec = _streamed(model, prefix, cache_ref, tallies[j], plan, block_tokens, hot_tokens)
                 codec_seconds[j] += time.perf_counter() - t0
@@ -254,7 +301,7 @@ def evaluate_many(
     ]
 
 
-def _summarise(scores: list[PassageScore], tallies: list[LayerTally], plan: KVPlan, labels: tuple[str, str],
+def _summarise(scores: list[PassageScore], tallies: list[LayerTally], plan: ResolvedPlan, labels: tuple[str, str],
                layer_codecs: list[Any], mode: str, codec_seconds: float, seed: int) -> dict[str, Any]:
     """Pool one codec pair's per-passage scores and per-layer tallies into the result dict."""
 
@@ -270,6 +317,16 @@ def _summarise(scores: list[PassageScore], tallies: list[LayerTally], plan: KVPl
     k_en = sum(t.k_energy for t in tallies)
     v_err = sum(t.v_err for t in tallies)
     v_en = sum(t.v_energy for t in tallies)
+    kw_err = sum(t.kw_err for t in tallies if t.whitened)
+    kw_en = sum(t.kw_energy for t in tallies if t.whitened)
+    extra: dict[str, Any] = {}
+    if plan.plan.qprecond is not None:
+        extra["k_rel_mse_whitened"] = kw_err / kw_en if kw_en else 0.0
+        extra["qprecond"] = plan.info.get("qprecond")
+    if plan.plan.calibrated_codebook:
+        extra["codebooks"] = plan.info.get("codebooks")
+    if "calibration" in plan.info:
+        extra["calibration"] = plan.info["calibration"]
     return {
         "ppl_ref": ppl_ref,
         "ppl_codec": ppl_codec,
@@ -279,6 +336,7 @@ def _summarise(scores: list[PassageScore], tallies: list[LayerTally], plan: KVPl
         "top1_pct": 100 * pooled("top1"),
         "k_rel_mse": k_err / k_en if k_en else 0.0,
         "v_rel_mse": v_err / v_en if v_en else 0.0,
+        **extra,
         "ratio_vs_bf16": bytes_bf16 / bytes_compressed,
         "bytes_compressed": bytes_compressed,
         "bytes_bf16": bytes_bf16,

@@ -5,16 +5,27 @@ are boundary layers (kept uncompressed, or coded with their own K/V specs), and 
 tokens are protected (kept exact: the attention sink at position 0 draws far more attention
 than its share of the bytes). The evaluation harness and :class:`~.cache.CompressedCache` both
 read plans, so a recipe means the same thing in both.
+
+Plans may also precondition keys with a calibrated query metric (``qprecond``, spec §3; see
+:mod:`.qprecond`) and fit the kakeya codec's Lloyd–Max tables on calibration data
+(``calibrated_codebook``, spec §5.3; see :mod:`.calibrate`). Both need the model and the corpus's
+calib split, so a plan is turned into a :class:`ResolvedPlan` by :func:`resolve_plan` once, before
+any evaluation passage is touched; the harness and the compressed cache read resolved plans.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+import numpy as np
 
 from .. import codecs
 from ..errors import InputError
 from .kvrows import spec_for_heads
+
+QPRECOND_VARIANTS = ("plain", "rope")
 
 
 def full_attention_layers(config: Any) -> list[int]:
@@ -35,6 +46,14 @@ class KVPlan:
     protect_tokens : leading tokens of every compressed layer kept exact
     layers : compressible layers (default: every full-attention layer)
     name : a label for tables (default: the K|V specs)
+    qprecond : whiten K of the main compressed layers with a Σ_q calibration: an artifact name
+        (in ``.cache/calib``) or path, or ``"calib"`` = calibrate on the corpus's calib split with
+        default settings (cached by name); None = off
+    qprecond_variant : ``"plain"`` (Σ_q) or ``"rope"`` (Σ_q averaged over relative RoPE offsets)
+    qprecond_skip : layers whose keys are not whitened (negative: counted from the end); layers
+        whose whitened keys would overflow float16 are skipped as well
+    calibrated_codebook : fit a Lloyd–Max table per stream for the main K/V kakeya specs (at their
+        bits, on calib-split data, whitened K when preconditioned) and use ``codebook=calib:NAME``
     """
 
     k: str
@@ -45,6 +64,10 @@ class KVPlan:
     protect_tokens: int = 0
     layers: tuple[int, ...] | None = None
     name: str | None = field(default=None, compare=False)
+    qprecond: str | None = None
+    qprecond_variant: str = "plain"
+    qprecond_skip: tuple[int, ...] = (0,)
+    calibrated_codebook: bool = False
 
     def __post_init__(self) -> None:
         if self.boundary < 0 or self.protect_tokens < 0:
@@ -54,6 +77,33 @@ class KVPlan:
         for spec in (self.k, self.v, self.boundary_k, self.boundary_v):
             if spec is not None:
                 codecs.get(spec)  # unknown codecs or keys fail here, before any model work
+        if self.layers is not None and not isinstance(self.layers, tuple):
+            object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        skip = self.qprecond_skip
+        if isinstance(skip, (int, np.integer)):
+            skip = (int(skip),)
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in skip):
+            raise InputError(f"qprecond_skip must be layer indices, got {self.qprecond_skip!r}")
+        object.__setattr__(self, "qprecond_skip", tuple(int(i) for i in skip))
+        if self.qprecond_variant not in QPRECOND_VARIANTS:
+            raise InputError(f"qprecond_variant must be one of {', '.join(QPRECOND_VARIANTS)}, got {self.qprecond_variant!r}")
+        if self.qprecond is not None:
+            if not isinstance(self.qprecond, str) or not self.qprecond.strip():
+                raise InputError("qprecond must be an artifact name, a path, or 'calib'")
+            from .qprecond import check_codec  # noqa: PLC0415
+
+            check_codec(self.k)  # per-vector renormalising codecs cannot take whitened keys
+        if self.calibrated_codebook:
+            from .calibrate import eligible  # noqa: PLC0415
+
+            if not any(eligible(s) for s in {self.k, self.v or self.k}):
+                raise InputError("calibrated_codebook needs a kakeya K or V spec with a Lloyd-Max quantiser and "
+                                 f"the default Gaussian codebook; got K {self.k!r}, V {self.v or self.k!r}")
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether :func:`resolve_plan` has work to do (a Σ_q artifact or codebooks)."""
+        return self.qprecond is not None or self.calibrated_codebook
 
     @property
     def label(self) -> str:
@@ -64,15 +114,29 @@ class KVPlan:
             text += f" +{self.boundary} bdry" + (f" {self.boundary_k}" if self.boundary_k else " exact")
         if self.protect_tokens:
             text += f" +{self.protect_tokens} tok exact"
+        if self.qprecond:
+            skip = ",".join(map(str, self.qprecond_skip)) or "none"
+            source = "" if self.qprecond == "calib" else f" {self.qprecond}"
+            text += f" +Σq {self.qprecond_variant}{source} skip {skip}"
+        if self.calibrated_codebook:
+            text += " +cal-cb"
         return text
 
-    def layer_codecs(self, config: Any) -> list[tuple[codecs.Codec, codecs.Codec] | None]:
-        """(K codec, V codec) per layer, or None for a layer kept uncompressed."""
+    def layer_roles(self, config: Any) -> list[str | None]:
+        """Per layer: ``"main"`` (the K/V codecs), ``"boundary"`` or None (kept uncompressed)."""
         n_layers = config.num_hidden_layers
         chosen = sorted(set(full_attention_layers(config) if self.layers is None else self.layers))
         if any(not 0 <= i < n_layers for i in chosen):
             raise InputError(f"layer indices must lie in 0..{n_layers - 1}, got {chosen}")
         edge = set(chosen[: self.boundary]) | set(chosen[len(chosen) - self.boundary :]) if self.boundary else set()
+        roles: list[str | None] = [None] * n_layers
+        for i in chosen:
+            roles[i] = "boundary" if i in edge else "main"
+        return roles
+
+    def layer_codecs(self, config: Any) -> list[tuple[codecs.Codec, codecs.Codec] | None]:
+        """(K codec, V codec) per layer, or None for a layer kept uncompressed."""
+        roles = self.layer_roles(config)
         heads = config.num_key_value_heads
 
         def pair(k: str, v: str | None) -> tuple[codecs.Codec, codecs.Codec]:
@@ -80,12 +144,12 @@ class KVPlan:
 
         main = pair(self.k, self.v)
         bdry = pair(self.boundary_k, self.boundary_v) if self.boundary_k else None
-        return [(bdry if i in edge else main) if i in chosen else None for i in range(n_layers)]
+        return [main if r == "main" else bdry if r == "boundary" else None for r in roles]
 
 
-def as_plan(item: KVPlan | tuple[str, str | None] | str) -> KVPlan:
-    """Accept a plan, a (k, v) pair or a single spec."""
-    if isinstance(item, KVPlan):
+def as_plan(item: "KVPlan | ResolvedPlan | tuple[str, str | None] | str") -> "KVPlan | ResolvedPlan":
+    """Accept a plan (resolved or not), a (k, v) pair or a single spec."""
+    if isinstance(item, (KVPlan, ResolvedPlan)):
         return item
     if isinstance(item, str):
         return KVPlan(item)
@@ -95,3 +159,196 @@ def as_plan(item: KVPlan | tuple[str, str | None] | str) -> KVPlan:
 
 def as_plans(items: Sequence[KVPlan | tuple[str, str | None] | str]) -> list[KVPlan]:
     return [as_plan(i) for i in items]
+
+
+def _head_dim(config: Any) -> int:
+    return int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+
+
+@dataclass(eq=False)
+class ResolvedPlan:
+    """A :class:`KVPlan` with its calibrations in hand (from :func:`resolve_plan`).
+
+    Attributes
+    ----------
+    plan : the plan as given (its label names results)
+    codec_plan : the same plan with the codec specs actually used (``codebook=calib:NAME`` where
+        codebooks were calibrated); it carries no calibration requests itself
+    qprecond : the :class:`~.qprecond.QPrecond` with the plan's skip list applied, or None
+    info : what was calibrated (artifact and table names, skipped layers, fit errors), for results
+    """
+
+    plan: KVPlan
+    codec_plan: KVPlan
+    qprecond: Any | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.plan.label
+
+    @property
+    def name(self) -> str | None:
+        return self.plan.name
+
+    @property
+    def k(self) -> str:
+        return self.codec_plan.k
+
+    @property
+    def v(self) -> str | None:
+        return self.codec_plan.v
+
+    @property
+    def boundary(self) -> int:
+        return self.plan.boundary
+
+    @property
+    def boundary_k(self) -> str | None:
+        return self.plan.boundary_k
+
+    @property
+    def boundary_v(self) -> str | None:
+        return self.plan.boundary_v
+
+    @property
+    def protect_tokens(self) -> int:
+        return self.plan.protect_tokens
+
+    def layer_roles(self, config: Any) -> list[str | None]:
+        return self.plan.layer_roles(config)
+
+    def layer_codecs(self, config: Any) -> list[tuple[codecs.Codec, codecs.Codec] | None]:
+        return self.codec_plan.layer_codecs(config)
+
+    def key_factors(self, config: Any) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Per layer (L, L⁻¹) [n_kv, D, D] when its keys are whitened (main compressed layers that
+        the calibration covers and does not skip), else None. Boundary layers are never whitened."""
+        roles = self.layer_roles(config)
+        if self.qprecond is None:
+            return [None] * len(roles)
+        return [self.qprecond.factors(i) if r == "main" else None for i, r in enumerate(roles)]
+
+
+def resolve_plan(
+    plan: KVPlan | ResolvedPlan | tuple[str, str | None] | str,
+    model: Any | None = None,
+    *,
+    config: Any | None = None,
+    corpus: Any | None = None,
+    tokenizer: Any | None = None,
+    ctx: int | None = None,
+    n_passages: int = 8,
+    seed: int = 0,
+    bos: bool | None = None,
+    model_name: str | None = None,
+    refresh: bool = False,
+    progress: bool = False,
+) -> ResolvedPlan:
+    """Load or compute what a plan's ``qprecond`` / ``calibrated_codebook`` need.
+
+    Calibration data are ``n_passages`` windows of ``ctx`` tokens from the corpus's **calib**
+    split (:func:`~.qprecond.calib_passages`, ``seed``; ``bos`` defaults to True for Gemma3), never
+    the evaluation split. Σ_q artifacts and codebooks are cached in ``.cache/calib`` by names
+    derived from everything they depend on, so a second run loads them (``refresh`` recomputes).
+
+    A plan with neither feature resolves without any work. A plan whose ``qprecond`` names an
+    existing artifact and asks for no codebooks needs only ``config`` (or the model). Otherwise the
+    model, corpus, tokenizer and ctx are required; what is missing is named in the error.
+    """
+    from . import calibrate as cb  # noqa: PLC0415
+    from . import qprecond as qpm  # noqa: PLC0415
+
+    plan = as_plan(plan)
+    if isinstance(plan, ResolvedPlan):
+        return plan
+    if not plan.needs_calibration:
+        return ResolvedPlan(plan, plan)
+    config = model.config if model is not None else config
+    if config is None:
+        raise InputError(f"plan {plan.label!r} needs calibration data; pass the model (or at least its config)")
+    roles = plan.layer_roles(config)
+    main = [i for i, r in enumerate(roles) if r == "main"]
+    info: dict[str, Any] = {}
+    passages = corp = None
+    if plan.qprecond == "calib" or plan.calibrated_codebook:
+        missing = [n for n, v in (("model", model), ("corpus", corpus), ("tokenizer", tokenizer), ("ctx", ctx)) if v is None]
+        if missing:
+            raise InputError(
+                f"plan {plan.label!r} calibrates on the corpus's calib split and needs {', '.join(missing)}: "
+                "pass them to evaluate_many(..., corpus=, tokenizer=) or call resolve_plan(plan, model, corpus=, "
+                "tokenizer=, ctx=) first"
+            )
+        from . import corpora  # noqa: PLC0415
+        from .models import family_of  # noqa: PLC0415
+
+        corp = corpus if isinstance(corpus, corpora.Corpus) else corpora.load_corpus(corpus)
+        if bos is None:
+            bos = family_of(config) == "gemma3"
+        passages = qpm.calib_passages(corp, tokenizer, ctx, n_passages, seed, bos)
+        info["calibration"] = {
+            "corpus": corp.name, "split": "calib", "ctx": ctx, "n_passages": n_passages, "seed": seed, "bos": bos,
+            "passage_ids": [p.passage_id for p in passages],
+            "doc_ids": sorted({d for p in passages for d in p.doc_ids}),
+        }
+    name = model_name or (qpm.model_label(model) if model is not None else None)
+
+    qp = None
+    if plan.qprecond is not None:
+        if plan.qprecond == "calib":
+            qp = qpm.calibrate_on_corpus(model, tokenizer, corp, ctx, n_passages=n_passages, seed=seed, bos=bos,
+                                         variant=plan.qprecond_variant, model_name=name, refresh=refresh,
+                                         progress=progress, passages=passages)
+        else:
+            qp = qpm.load(plan.qprecond)
+            if qp.variant != plan.qprecond_variant:
+                raise InputError(f"Σ_q artifact {qp.name!r} is the {qp.variant!r} variant but the plan asks for "
+                                 f"{plan.qprecond_variant!r}")
+        if qp.head_dim != _head_dim(config) or qp.n_kv != config.num_key_value_heads:
+            raise InputError(f"Σ_q artifact {qp.name!r} is for head_dim {qp.head_dim} × {qp.n_kv} KV heads; the model "
+                             f"has {_head_dim(config)} × {config.num_key_value_heads}")
+        uncovered = [i for i in main if i not in qp.chol]
+        if uncovered:
+            raise InputError(f"Σ_q artifact {qp.name!r} has no calibration for layer(s) {uncovered}")
+        qp = qp.with_skip(plan.qprecond_skip, config.num_hidden_layers)
+        matches = None if model is None else qp.meta.get("model_fingerprint") == qpm.model_fingerprint(model)
+        info["qprecond"] = {
+            "artifact": qp.name,
+            "variant": qp.variant,
+            "skip": {str(i): reason for i, reason in qp.skip.items()},
+            "whitened_layers": [i for i in main if qp.active(i)],
+            "model_matches": matches,
+            "summary": qp.summary(),
+        }
+
+    k_spec, v_spec = plan.k, plan.v or plan.k
+    if plan.calibrated_codebook:
+        model_fp = qpm.model_fingerprint(model)
+        passages_fp = qpm.passages_fingerprint([p.input_ids for p in passages])
+        jobs = []
+        for stream, spec in (("k", k_spec), ("v", v_spec)):
+            if not cb.eligible(spec) or not main:  # no main layers: nothing would use the table
+                continue
+            whitened = [] if stream != "k" or qp is None else [i for i in main if qp.active(i)]
+            key = repr((model_fp, passages_fp, codecs.get(spec).spec, stream, tuple(main), plan.protect_tokens,
+                        None if not whitened else qp.name, tuple(whitened)))
+            bits = int(codecs.get(spec).params.bits)
+            jobs.append(cb.CodebookJob(stream, spec, tuple(main), cb.codebook_name(name, corp.name, stream, bits, key)))
+        todo = [j for j in jobs if refresh or cb.load_codebook_meta(j.name) is None]
+        fitted = cb.fit_codebooks(model, passages, todo, qprecond=qp, protect_tokens=plan.protect_tokens,
+                                  progress=progress, meta={"model": name, "corpus": corp.name}) if todo else {}
+        info["codebooks"] = {}
+        for job in jobs:
+            meta = fitted.get(job.name) or cb.load_codebook_meta(job.name) or {}
+            new = cb.with_codebook(job.spec, job.name)
+            if job.stream == "k":
+                k_spec = new
+            else:
+                v_spec = new
+            info["codebooks"][job.stream] = {
+                "name": job.name, "cached": job not in todo, "levels": meta.get("levels"),
+                "mse_gaussian": meta.get("mse_gaussian"), "mse": meta.get("mse"),
+                "n_samples": meta.get("n_samples"), "iterations": meta.get("iterations"),
+            }
+    codec_plan = dataclasses.replace(plan, k=k_spec, v=v_spec, qprecond=None, calibrated_codebook=False)
+    return ResolvedPlan(plan, codec_plan, qp, info)

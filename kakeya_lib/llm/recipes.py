@@ -4,8 +4,11 @@ protected tokens, required features), built in under ``kakeya_lib/recipes/`` or 
 Fields: ``name``, ``family`` (``seed`` reproduces the seed system, ``ours`` is ours),
 ``description``, ``k``, ``v``, ``boundary``, ``boundary_k``, ``boundary_v``, ``protect_tokens``,
 ``requires`` (features the recipe needs), ``source`` and ``transfer_notes`` (what was tuned for
-another model). A recipe whose ``requires`` names a feature this version lacks is refused with a
-message saying which, never run without it.
+another model), and the calibration fields of :class:`~.plan.KVPlan`: ``qprecond`` (``calib`` or
+an artifact name), ``qprecond_variant`` (``plain`` | ``rope``), ``qprecond_skip`` (layer list,
+negative = from the end; default ``[0]``) and ``calibrated_codebook`` (bool). A recipe whose
+``requires`` names a feature this version lacks is refused with a message saying which, never run
+without it; one that requires ``qprecond`` or ``calibrated_codebook`` must also set that field.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from ..paths import PACKAGE_DIR
 from .plan import KVPlan
 
 RECIPES_DIR = PACKAGE_DIR / "recipes"
-IMPLEMENTED_FEATURES: frozenset[str] = frozenset()  # qprecond, calibrated_codebook, besicovitch: not yet
+IMPLEMENTED_FEATURES: frozenset[str] = frozenset({"qprecond", "calibrated_codebook"})  # besicovitch: not yet
 KNOWN_FEATURES = frozenset({"qprecond", "calibrated_codebook", "besicovitch"})
 _FIELDS = {"name", "family", "description", "k", "v", "boundary", "boundary_k", "boundary_v", "protect_tokens",
-           "requires", "source", "transfer_notes"}
+           "requires", "source", "transfer_notes", "qprecond", "qprecond_variant", "qprecond_skip",
+           "calibrated_codebook"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class Recipe:
     requires: tuple[str, ...]
     source: str
     transfer_notes: str
+    qprecond: str | None = None
+    qprecond_variant: str = "plain"
+    qprecond_skip: tuple[int, ...] = (0,)
+    calibrated_codebook: bool = False
 
     @property
     def missing(self) -> list[str]:
@@ -51,8 +59,14 @@ class Recipe:
                 f"recipe {self.name!r} needs {', '.join(self.missing)}, not implemented in this version; "
                 "it is listed so the paper can name it, and will run once those land"
             )
+        if "qprecond" in self.requires and self.qprecond is None:
+            raise InputError(f"recipe {self.name!r} requires qprecond but sets no 'qprecond' field (e.g. qprecond: calib)")
+        if "calibrated_codebook" in self.requires and not self.calibrated_codebook:
+            raise InputError(f"recipe {self.name!r} requires calibrated_codebook but does not set 'calibrated_codebook: true'")
         return KVPlan(self.k, self.v, boundary=self.boundary, boundary_k=self.boundary_k,
-                      boundary_v=self.boundary_v, protect_tokens=self.protect_tokens, name=self.name)
+                      boundary_v=self.boundary_v, protect_tokens=self.protect_tokens, name=self.name,
+                      qprecond=self.qprecond, qprecond_variant=self.qprecond_variant,
+                      qprecond_skip=self.qprecond_skip, calibrated_codebook=self.calibrated_codebook)
 
 
 def names() -> list[str]:
@@ -73,11 +87,23 @@ def _parse(data: Any, where: str) -> Recipe:
     unknown_features = sorted(set(requires) - KNOWN_FEATURES)
     if unknown_features:
         raise InputError(f"{where}: unknown required feature(s) {', '.join(unknown_features)}")
+    skip = data.get("qprecond_skip", [0])
+    skip = [skip] if isinstance(skip, int) else skip
+    if not isinstance(skip, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in skip):
+        raise InputError(f"{where}: qprecond_skip must be a list of layer indices, got {data.get('qprecond_skip')!r}")
+    cal = data.get("calibrated_codebook", False)
+    if not isinstance(cal, bool):
+        raise InputError(f"{where}: calibrated_codebook must be true or false, got {cal!r}")
+    qprecond = data.get("qprecond")
+    if qprecond is not None and (not isinstance(qprecond, str) or not qprecond):
+        raise InputError(f"{where}: qprecond must be 'calib' or an artifact name, got {qprecond!r}")
     return Recipe(
         name=data["name"], family=str(data.get("family", "ours")), description=str(data.get("description", "")).strip(),
         k=data["k"], v=data.get("v"), boundary=int(data.get("boundary", 0)), boundary_k=data.get("boundary_k"),
         boundary_v=data.get("boundary_v"), protect_tokens=int(data.get("protect_tokens", 0)), requires=requires,
         source=str(data.get("source", "")), transfer_notes=str(data.get("transfer_notes", "")).strip(),
+        qprecond=qprecond, qprecond_variant=str(data.get("qprecond_variant", "plain")), qprecond_skip=tuple(skip),
+        calibrated_codebook=cal,
     )
 
 
