@@ -191,14 +191,32 @@ def _load_llm(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     return loaded, chosen
 
 
+def _calibration_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """KVPlan fields from the --qprecond* / --calibrated-codebook flags."""
+    skip = tuple(int(v) for v in args.qprecond_skip.split(",") if v.strip())
+    return {"qprecond": args.qprecond, "qprecond_variant": args.qprecond_variant, "qprecond_skip": skip,
+            "calibrated_codebook": args.calibrated_codebook}
+
+
+def _calibration_kwargs(args: argparse.Namespace, loaded: Any, plans: list[Any]) -> dict[str, Any]:
+    """What the harness needs to calibrate plans (corpus, tokenizer, calib passages)."""
+    if any(p.needs_calibration for p in plans) and args.split == "calib":
+        raise CliError("a plan calibrates on the calib split, so it cannot also be evaluated on it; use --split eval")
+    bos = loaded.needs_bos if args.bos == "auto" else args.bos == "yes"
+    return {"corpus": args.corpus, "tokenizer": loaded.tokenizer, "calib_passages": args.calib_passages,
+            "calib_seed": args.calib_seed, "bos": bos}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .llm.evaluate import evaluate  # noqa: PLC0415
 
     from .llm.plan import KVPlan  # noqa: PLC0415
 
     if args.recipe:
-        if args.codec or args.k_codec or args.v_codec or args.boundary or args.protect_tokens:
-            raise CliError("--recipe names the whole configuration; drop --codec/--k-codec/--v-codec/--boundary/--protect-tokens")
+        if (args.codec or args.k_codec or args.v_codec or args.boundary or args.protect_tokens or args.qprecond
+                or args.calibrated_codebook):
+            raise CliError("--recipe names the whole configuration; drop --codec/--k-codec/--v-codec/--boundary/"
+                           "--protect-tokens/--qprecond/--calibrated-codebook")
         from .llm import recipes  # noqa: PLC0415
 
         plan = recipes.load(args.recipe).plan()
@@ -209,12 +227,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         v_spec = args.v_codec or args.codec or k_spec
         layers = None if args.layers is None else tuple(int(v) for v in args.layers.split(",") if v.strip())
         plan = KVPlan(k_spec, v_spec, boundary=args.boundary, boundary_k=args.boundary_k_codec,
-                      boundary_v=args.boundary_v_codec, protect_tokens=args.protect_tokens, layers=layers)
+                      boundary_v=args.boundary_v_codec, protect_tokens=args.protect_tokens, layers=layers,
+                      **_calibration_fields(args))
+    if plan.needs_calibration and args.split == "calib":
+        raise CliError("the plan calibrates on the calib split, so it cannot also be evaluated on it; use --split eval")
     loaded, chosen = _load_llm(args)
     t0 = time.perf_counter()
     result = evaluate(loaded.model, [p.input_ids for p in chosen], args.ctx, plan,
                       progress=not args.no_progress, seed=args.seed, mode=args.mode,
-                      block_tokens=args.block_tokens, hot_tokens=args.hot_tokens)
+                      block_tokens=args.block_tokens, hot_tokens=args.hot_tokens,
+                      **_calibration_kwargs(args, loaded, [plan]))
     result["wall_seconds"] = time.perf_counter() - t0
     result["passage_ids"] = [p.passage_id for p in chosen]
     result["provenance"] = provenance.collect(
@@ -267,11 +289,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     pairs = [_split_pair(p) for p in (args.pair or ([] if args.recipe else DEFAULT_PAIRS))]
     # bad specs fail here, before the model loads
-    plans = [KVPlan(k, v, protect_tokens=args.protect_tokens, boundary=args.boundary) for k, v in pairs]
+    plans = [KVPlan(k, v, protect_tokens=args.protect_tokens, boundary=args.boundary, **_calibration_fields(args))
+             for k, v in pairs]
     plans += [recipes.load(name).plan() for name in (args.recipe or [])]
+    if any(p.needs_calibration for p in plans) and args.split == "calib":
+        raise CliError("a plan calibrates on the calib split, so it cannot also be evaluated on it; use --split eval")
     loaded, chosen = _load_llm(args)
     results = evaluate_many(loaded.model, [p.input_ids for p in chosen], args.ctx, plans,
-                            progress=not args.no_progress, seed=args.seed, mode=args.mode)
+                            progress=not args.no_progress, seed=args.seed, mode=args.mode,
+                            **_calibration_kwargs(args, loaded, plans))
     meta = provenance.collect(command="compare", model=args.model, family=loaded.family, corpus=args.corpus,
                               split=args.split, ctx=args.ctx, n_eval=args.n_eval, passages=args.passages,
                               seed=args.seed, mode=args.mode, plans=[p.label for p in plans],
@@ -285,6 +311,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     (out / "summary.md").write_text(table + "\n")
     print(f"{args.model} / {args.corpus}, ctx {args.ctx}, {args.n_eval} eval tokens, {len(chosen)} passages, "
           f"seed {args.seed}\n{table}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .llm import models, qprecond  # noqa: PLC0415
+
+    loaded = models.load_model(args.model)
+    bos = loaded.needs_bos if args.bos == "auto" else args.bos == "yes"
+    qp = qprecond.calibrate_on_corpus(loaded.model, loaded.tokenizer, args.corpus, args.ctx,
+                                      n_passages=args.passages, seed=args.seed, bos=bos, variant=args.variant,
+                                      ridge=args.ridge, cond_cap=args.cond_cap, model_name=args.model,
+                                      refresh=args.refresh, progress=not args.no_progress)
+    print(qp.describe())
+    print(f"artifact: {qp.name} (in {qprecond.calib_dir()})")
     return 0
 
 
@@ -315,6 +355,18 @@ def _add_llm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--passages", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bos", choices=["auto", "yes", "no"], default="auto", help="prepend BOS to every passage")
+
+
+def _add_calibration_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--qprecond", help="whiten keys with Σ_q: 'calib' (calibrate on the calib split, cached), "
+                   "an artifact name in .cache/calib, or a path")
+    p.add_argument("--qprecond-variant", choices=["plain", "rope"], default="plain",
+                   help="plain pre-RoPE Σ_q (the seed's) or Σ_q averaged over relative RoPE offsets")
+    p.add_argument("--qprecond-skip", default="0", help="layers never whitened (comma-separated, negative = from the end)")
+    p.add_argument("--calibrated-codebook", action="store_true",
+                   help="fit the kakeya specs' Lloyd–Max tables on calib-split data")
+    p.add_argument("--calib-passages", type=int, default=8, help="calib-split passages for calibration")
+    p.add_argument("--calib-seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hot-tokens", type=int, default=128, help="cache mode: newest tokens kept in float")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", help="write the full result here")
+    _add_calibration_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="several codecs side by side on the same passages, one table")
@@ -371,7 +424,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["roundtrip", "cache"], default="roundtrip")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="folder for results.json, summary.csv, summary.md")
+    _add_calibration_arguments(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("calibrate", help="calibrate (and cache) a Σ_q query-preconditioning artifact")
+    _add_llm_arguments(p)
+    p.add_argument("--variant", choices=["plain", "rope"], default="plain")
+    p.add_argument("--ridge", type=float, default=1e-3, help="Σ + ridge·mean(diag Σ)·I")
+    p.add_argument("--cond-cap", type=float, default=None, help="cap cond(L) by Tikhonov shrinkage")
+    p.add_argument("--refresh", action="store_true", help="recompute even if the artifact exists")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("recipes", help="list the built-in recipes")
     p.set_defaults(func=cmd_recipes)

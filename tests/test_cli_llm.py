@@ -134,3 +134,22 @@ def test_compare_pairs_take_protected_tokens_and_boundary(tiny_assets, tmp_path,
     assert code == 0
     r = json.loads((out / "results.json").read_text())["results"][0]
     assert r["protect_tokens"] == 1 and r["boundary"] == 1
+
+
+def test_calibrate_writes_an_artifact_that_eval_and_compare_can_use(tiny_assets, tmp_path, capsys, monkeypatch):
+    from kakeya_lib.codecs import kakeya as kakeya_codec
+
+    monkeypatch.setattr(kakeya_codec, "CALIB_DIR", tmp_path / "calib")
+    model_dir, corpus = tiny_assets
+    code, stdout, _ = run(["calibrate", "--model", model_dir, "--corpus", corpus, "--ctx", 48, "--passages", 2,
+                           "--variant", "rope", "--no-progress"], capsys)
+    assert code == 0 and "artifact: qcal-" in stdout
+    assert len(list((tmp_path / "calib").glob("qcal-*.safetensors"))) == 1
+    out = tmp_path / "cmp"
+    code, _, _ = run(["compare", "--model", model_dir, "--corpus", corpus, "--ctx", 48, "--n-eval", 8,
+                      "--passages", 2, "--no-progress", "--out", out, "--pair", "kakeya:bits=3,block=64",
+                      "--qprecond", "calib", "--qprecond-variant", "rope", "--calib-passages", 2,
+                      "--calibrated-codebook"], capsys)
+    assert code == 0
+    r = json.loads((out / "results.json").read_text())["results"][0]
+    assert r["qprecond"] and r["k_rel_mse_whitened"] > 0 and r["codebooks"]

@@ -55,10 +55,26 @@ def test_cli_lists_recipes_and_refuses_mixed_flags(capsys):
     assert capsys.readouterr().out.split() == recipes.names()
     assert cli.main(["eval", "--recipe", "ours-k3v3-sink", "--codec", "identity"]) == 2
     assert "--recipe" in capsys.readouterr().err
-    lacking = recipes.load("seed-v14-pareto").missing  # needs the besicovitch codec
-    if lacking:
-        assert cli.main(["eval", "--recipe", "seed-v14-pareto"]) == 2
-        assert lacking[0] in capsys.readouterr().err
+
+
+
+def test_a_recipe_needing_a_missing_feature_is_refused_by_name(monkeypatch, capsys):
+    monkeypatch.setattr(recipes, "IMPLEMENTED_FEATURES", frozenset({"qprecond"}))
+    assert recipes.load("seed-v14-pareto").missing == ["besicovitch"]
+    assert cli.main(["eval", "--recipe", "seed-v14-pareto"]) == 2
+    assert "besicovitch" in capsys.readouterr().err
+
+
+def test_cli_refuses_calibrating_on_the_evaluation_split(capsys):
+    assert cli.main(["eval", "--codec", "kakeya", "--qprecond", "calib", "--split", "calib"]) == 2
+    assert "calib split" in capsys.readouterr().err
+    assert cli.main(["eval", "--recipe", "ours-k3v3-sink", "--qprecond", "calib"]) == 2
+
+
+def test_every_seed_recipe_now_plans():
+    for name in recipes.names():
+        assert recipes.load(name).missing == [], name
+        recipes.load(name).plan()
 
 
 def test_seed_v13_ppl_plans_with_preconditioning_and_calibrated_codebooks():

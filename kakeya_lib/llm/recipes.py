@@ -22,7 +22,7 @@ from ..paths import PACKAGE_DIR
 from .plan import KVPlan
 
 RECIPES_DIR = PACKAGE_DIR / "recipes"
-IMPLEMENTED_FEATURES: frozenset[str] = frozenset({"qprecond", "calibrated_codebook"})  # besicovitch: not yet
+IMPLEMENTED_FEATURES: frozenset[str] = frozenset({"qprecond", "calibrated_codebook", "besicovitch"})
 KNOWN_FEATURES = frozenset({"qprecond", "calibrated_codebook", "besicovitch"})
 _FIELDS = {"name", "family", "description", "k", "v", "boundary", "boundary_k", "boundary_v", "protect_tokens",
            "requires", "source", "transfer_notes", "qprecond", "qprecond_variant", "qprecond_skip",
