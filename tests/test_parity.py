@@ -18,6 +18,9 @@ SPECS = [
     "kakeya", "kakeya:bits=2,pca=rsvd,rank=32,outlier=2.0", "kakeya:share_basis=1,skel=bf16", "identity",
     "turboquant:bits=3", "turboquant:bits=3,qjl=1,rotation=wht", "int:bits=4,rotate=1", "kivi:bits=2,heads=2",
     "kivi:bits=4,mode=value", "fp8:heads=2",
+    "kakeya:pca=none,bits=5,quant=uniform,step=0.65,entropy=1,scalar_bits=8,block=1024",
+    "kakeya:pca=none,k=0,rotate=0,quant=uniform,bits=3", "kakeya:pca=none,k=0,rbesi_dir=3,rbesi_mag=4",
+    "besicovitch:g=2,dir=3,mag=4", "besicovitch:g=4,dir=6,mode=f16", "besicovitch:dir=5,mode=riemann,cb=lloyd",
 ]
 
 
