@@ -378,3 +378,16 @@ def test_compressed_cache_whitens_blocks_and_unwhitens_on_read(tiny_corpus):
     saved = plan.qprecond.save("cache-art")
     by_name = CompressedCache.from_plan(model.config, KVPlan("identity", qprecond=saved.stem, qprecond_skip=()))
     assert by_name.layers[1].k_factors is not None
+
+
+def test_a_common_query_metric_scores_every_plan(tiny_corpus):
+    model = tiny_model("llama")
+    metric = qprecond.calibrate_on_corpus(model, TinyTokenizer(), tiny_corpus, 48, n_passages=2, variant="rope")
+    plans = [KVPlan("identity"), KVPlan("kakeya:bits=2,block=64"), KVPlan("kakeya:bits=4,block=64")]
+    exact, two, four = evaluate_many(model, EVAL, CTX, plans, progress=False, k_metric=metric)
+    assert exact["k_rel_mse_qmetric"] == 0.0
+    assert two["k_rel_mse_qmetric"] > four["k_rel_mse_qmetric"] > 0
+    # the metric weighs errors differently from plain MSE, but both vanish together
+    assert two["k_rel_mse_qmetric"] != two["k_rel_mse"]
+    no_metric = evaluate_many(model, EVAL, CTX, plans[:1], progress=False)[0]
+    assert "k_rel_mse_qmetric" not in no_metric

@@ -60,6 +60,14 @@ class LayerTally:
     whitened: bool = False  # keys coded in the Σ_q-whitened space
     kw_err: float = 0.0  # K error and energy in the whitened space (query-weighted)
     kw_energy: float = 0.0
+    km_err: float = 0.0  # K error and energy under the common query metric (``k_metric``)
+    km_energy: float = 0.0
+
+    def add_metric(self, exact: np.ndarray, decoded: np.ndarray, chol: np.ndarray) -> None:
+        """Account the K error of one passage under a query metric ``‖(k − k̂) L‖²`` (original space)."""
+        diff = apply_transform(exact.astype(np.float64) - decoded, chol)
+        self.km_err += float((diff**2).sum())
+        self.km_energy += float((apply_transform(exact.astype(np.float64), chol) ** 2).sum())
 
     def add_whitened(self, exact: np.ndarray, decoded: np.ndarray) -> None:
         """Account the K error of one passage in the whitened space."""
@@ -129,7 +137,7 @@ def bootstrap_delta_ppl(scores: Sequence[PassageScore], n_boot: int = 2000, seed
 
 
 def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: list[Any], protect: int,
-               key_factors: Sequence[Any] | None = None) -> None:
+               key_factors: Sequence[Any] | None = None, k_metric: Any | None = None) -> None:
     """Replace K and V of every compressed layer of ``cache`` by decode(encode(·)), in place;
     the first ``protect`` tokens stay exact. ``key_factors[i]`` = (L, L⁻¹): code layer i's keys
     whitened (``K L``) and unwhiten the decoded rows (``· L⁻¹``)."""
@@ -155,6 +163,8 @@ def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: lis
                 tallies[i].add_whitened(white, decoded_white)
                 decoded = apply_transform(decoded_white, factors[1])
             tallies[i].add(stream, rows, decoded, len(blob))
+            if stream == "k" and k_metric is not None and i in k_metric.chol:
+                tallies[i].add_metric(rows, decoded, k_metric.chol[i])
             rebuilt = torch.cat([tensor[:, :, :keep], from_rows(decoded, tensor.shape[1], tensor)], dim=2)
             setattr(layer, "keys" if stream == "k" else "values", rebuilt)
 
@@ -223,6 +233,7 @@ def evaluate_many(
     calib_passages: int = 8,
     calib_seed: int = 0,
     bos: bool | None = None,
+    k_metric: Any | None = None,
 ) -> list[dict[str, Any]]:
     """Run the protocol for several plans side by side on the same passages.
 
@@ -242,6 +253,10 @@ def evaluate_many(
         ``calib_passages`` passages of ``ctx_len`` tokens from the corpus's calib split (seed
         ``calib_seed``, BOS as ``bos``, default: Gemma3 only); see :func:`~.plan.resolve_plan`.
         Plans may also arrive resolved already.
+    k_metric : a :class:`~.qprecond.QPrecond` (e.g. the RoPE-averaged calibration): every plan's
+        key error is also measured under this one query metric, ``k_rel_mse_qmetric`` =
+        Σ‖(k − k̂)L‖² / Σ‖kL‖² over the layers it covers (roundtrip mode), so plain and
+        query-weighted distortion can be ranked against KL across configurations
 
     Returns
     -------
@@ -286,7 +301,7 @@ def evaluate_many(
                 t0 = time.perf_counter()
                 if mode == "roundtrip":
                     cache_codec = copy.deepcopy(cache_ref)
-                    _roundtrip(cache_codec, tallies[j], per_layer[j], plan.protect_tokens, factors[j])
+                    _roundtrip(cache_codec, tallies[j], per_layer[j], plan.protect_tokens, factors[j], k_metric)
                 else:
                     cache_codec = _streamed(model, prefix, cache_ref, tallies[j], plan, block_tokens, hot_tokens)
                 codec_seconds[j] += time.perf_counter() - t0
@@ -320,6 +335,9 @@ def _summarise(scores: list[PassageScore], tallies: list[LayerTally], plan: Reso
     kw_err = sum(t.kw_err for t in tallies if t.whitened)
     kw_en = sum(t.kw_energy for t in tallies if t.whitened)
     extra: dict[str, Any] = {}
+    km_en = sum(t.km_energy for t in tallies)
+    if km_en:
+        extra["k_rel_mse_qmetric"] = sum(t.km_err for t in tallies) / km_en
     if plan.plan.qprecond is not None:
         extra["k_rel_mse_whitened"] = kw_err / kw_en if kw_en else 0.0
         extra["qprecond"] = plan.info.get("qprecond")
