@@ -295,8 +295,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if any(p.needs_calibration for p in plans) and args.split == "calib":
         raise CliError("a plan calibrates on the calib split, so it cannot also be evaluated on it; use --split eval")
     loaded, chosen = _load_llm(args)
+    k_metric = None
+    if args.k_metric:
+        from .llm import qprecond  # noqa: PLC0415
+
+        if args.split == "calib":
+            raise CliError("--k-metric calibrates on the calib split, so it cannot also be evaluated on it")
+        bos = loaded.needs_bos if args.bos == "auto" else args.bos == "yes"
+        k_metric = qprecond.calibrate_on_corpus(loaded.model, loaded.tokenizer, args.corpus, args.ctx,
+                                                n_passages=args.calib_passages, seed=args.calib_seed, bos=bos,
+                                                variant=args.k_metric, model_name=args.model)
     results = evaluate_many(loaded.model, [p.input_ids for p in chosen], args.ctx, plans,
-                            progress=not args.no_progress, seed=args.seed, mode=args.mode,
+                            progress=not args.no_progress, seed=args.seed, mode=args.mode, k_metric=k_metric,
                             **_calibration_kwargs(args, loaded, plans))
     meta = provenance.collect(command="compare", model=args.model, family=loaded.family, corpus=args.corpus,
                               split=args.split, ctx=args.ctx, n_eval=args.n_eval, passages=args.passages,
@@ -424,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["roundtrip", "cache"], default="roundtrip")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="folder for results.json, summary.csv, summary.md")
+    p.add_argument("--k-metric", choices=["plain", "rope"],
+                   help="also score every plan's key error under this calibrated query metric (k_rel_mse_qmetric)")
     _add_calibration_arguments(p)
     p.set_defaults(func=cmd_compare)
 

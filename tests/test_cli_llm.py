@@ -149,7 +149,7 @@ def test_calibrate_writes_an_artifact_that_eval_and_compare_can_use(tiny_assets,
     code, _, _ = run(["compare", "--model", model_dir, "--corpus", corpus, "--ctx", 48, "--n-eval", 8,
                       "--passages", 2, "--no-progress", "--out", out, "--pair", "kakeya:bits=3,block=64",
                       "--qprecond", "calib", "--qprecond-variant", "rope", "--calib-passages", 2,
-                      "--calibrated-codebook"], capsys)
+                      "--calibrated-codebook", "--k-metric", "rope"], capsys)
     assert code == 0
     r = json.loads((out / "results.json").read_text())["results"][0]
-    assert r["qprecond"] and r["k_rel_mse_whitened"] > 0 and r["codebooks"]
+    assert r["qprecond"] and r["k_rel_mse_whitened"] > 0 and r["codebooks"] and r["k_rel_mse_qmetric"] > 0

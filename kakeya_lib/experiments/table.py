@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 COLUMNS = (
     "plan", "k_codec", "v_codec", "bits_per_elem", "ratio_vs_bf16", "delta_ppl_pct", "delta_ppl_ci_lo",
-    "delta_ppl_ci_hi", "kl_mean", "top1_pct", "k_rel_mse", "v_rel_mse", "n_passages", "n_scored_tokens",
+    "delta_ppl_ci_hi", "kl_mean", "top1_pct", "k_rel_mse", "v_rel_mse", "k_rel_mse_qmetric", "n_passages",
+    "n_scored_tokens",
 )
 
 
@@ -33,6 +34,7 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
         "top1_pct": result["top1_pct"],
         "k_rel_mse": result["k_rel_mse"],
         "v_rel_mse": result["v_rel_mse"],
+        "k_rel_mse_qmetric": result.get("k_rel_mse_qmetric"),
         "n_passages": result["n_passages"],
         "n_scored_tokens": result["n_scored_tokens"],
     }
