@@ -324,6 +324,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyses(args: argparse.Namespace) -> int:
+    from .experiments.analyses import run_analyses  # noqa: PLC0415
+    from .llm import qprecond  # noqa: PLC0415
+
+    if args.split == "calib":
+        raise CliError("the analyses calibrate on the calib split; evaluate on --split eval")
+    loaded, chosen = _load_llm(args)
+    bos = loaded.needs_bos if args.bos == "auto" else args.bos == "yes"
+    metric = qprecond.calibrate_on_corpus(loaded.model, loaded.tokenizer, args.corpus, args.ctx,
+                                          n_passages=args.calib_passages, seed=0, bos=bos, variant="rope",
+                                          model_name=args.model)
+    out = Path(args.out)
+    summary = run_analyses(loaded.model, [p.input_ids for p in chosen], args.ctx, out, corpus=args.corpus,
+                           tokenizer=loaded.tokenizer, k_metric=metric, calib_passages=args.calib_passages,
+                           progress=not args.no_progress)
+    meta = provenance.collect(command="analyses", model=args.model, family=loaded.family, corpus=args.corpus,
+                              ctx=args.ctx, n_eval=args.n_eval, passages=args.passages, seed=args.seed,
+                              calib_passages=args.calib_passages, passage_ids=[p.passage_id for p in chosen])
+    (out / "provenance.json").write_text(json.dumps(meta, indent=2))
+    for name in ("ablation", "depth_compounding", "rate_distortion"):
+        print(f"\n## {name}\n" + (out / f"{name}.md").read_text())
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .llm import models, qprecond  # noqa: PLC0415
 
@@ -438,6 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score every plan's key error under this calibrated query metric (k_rel_mse_qmetric)")
     _add_calibration_arguments(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("analyses", help="stage ablation, depth compounding, rate-distortion and MSE-vs-KL tables")
+    _add_llm_arguments(p)
+    p.add_argument("--n-eval", type=int, default=64)
+    p.add_argument("--calib-passages", type=int, default=8)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, help="folder for the CSV/markdown tables and summary.json")
+    p.set_defaults(func=cmd_analyses)
 
     p = sub.add_parser("calibrate", help="calibrate (and cache) a Σ_q query-preconditioning artifact")
     _add_llm_arguments(p)

@@ -153,3 +153,25 @@ def test_calibrate_writes_an_artifact_that_eval_and_compare_can_use(tiny_assets,
     assert code == 0
     r = json.loads((out / "results.json").read_text())["results"][0]
     assert r["qprecond"] and r["k_rel_mse_whitened"] > 0 and r["codebooks"] and r["k_rel_mse_qmetric"] > 0
+
+
+def test_analyses_write_tidy_tables(tiny_assets, tmp_path, capsys, monkeypatch):
+    from kakeya_lib.codecs import kakeya as kakeya_codec
+    from kakeya_lib.experiments import analyses
+
+    monkeypatch.setattr(kakeya_codec, "CALIB_DIR", tmp_path / "calib")
+    monkeypatch.setattr(analyses, "OURS_K", analyses.OURS_K.replace("block=3072", "block=64"))
+    monkeypatch.setattr(analyses, "OURS_V", analyses.OURS_V.replace("block=3072", "block=64"))
+    model_dir, corpus = tiny_assets
+    out = tmp_path / "an"
+    code, stdout, _ = run(["analyses", "--model", model_dir, "--corpus", corpus, "--ctx", 48, "--n-eval", 8,
+                           "--passages", 2, "--calib-passages", 2, "--no-progress", "--out", out], capsys)
+    assert code == 0 and "## ablation" in stdout
+    import csv
+
+    ladder = list(csv.DictReader((out / "ablation.csv").open()))
+    assert len(ladder) == len(analyses.sweeps.ablation_ladder()) and ladder[0]["stage"] == "skeleton + uniform"
+    assert len(list(csv.DictReader((out / "depth_compounding.csv").open()))) == 2  # tiny model: 2 layers
+    assert len(list(csv.DictReader((out / "rate_distortion.csv").open()))) == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert -1 <= summary["spearman_kl_vs_k_rel_mse"] <= 1 and "spearman_kl_vs_k_rel_mse_qmetric" in summary
