@@ -41,9 +41,18 @@ reproduce: setup
 	  --pair "int:bits=4,rotate=1" --pair turboquant:bits=4 --pair turboquant:bits=3 \
 	  --recipe ours-k3v3-sink --recipe seed-tier1 --out data/results/reproduce/smollm2-135m_sotu_smoke
 
+# Codec speed suite (benchmarks/README.md): every default codec spec on D 64/128/256 and
+# N 512..65536 (numpy), the KV-like run also timing a SmolLM2 prefill on the same tokens; then a
+# Gaussian check, captured SmolLM2 K/V rows, and the compressed-cache memory.
+BENCH_CAPTURED := .cache/bench/smollm2-135m_sotu_kv.npz
 bench: setup
-	$(VENV)/bin/kakeya bench --json data/results/bench/codec_cpu_kv_like.json
-	$(VENV)/bin/kakeya bench --data gaussian --json data/results/bench/codec_cpu_gaussian.json
+	$(VENV)/bin/kakeya bench --device cpu --forward --json data/results/bench/codec_cpu_kv_like.json
+	$(VENV)/bin/kakeya bench --device cpu --data gaussian --rows 4096 --json data/results/bench/codec_cpu_gaussian.json
+	test -f $(BENCH_CAPTURED) || $(PY) benchmarks/capture_kv.py --out $(BENCH_CAPTURED)
+	$(VENV)/bin/kakeya bench --device cpu --data captured $(BENCH_CAPTURED) --rows 4096 16384 65536 \
+	  --json data/results/bench/codec_cpu_captured.json
+	$(PY) benchmarks/report.py data/results/bench/codec_cpu_kv_like.json data/results/bench/codec_cpu_gaussian.json \
+	  data/results/bench/codec_cpu_captured.json > data/results/bench/summary_cpu.md
 	$(PY) benchmarks/cache_memory.py
 
 clean:

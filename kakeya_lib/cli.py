@@ -4,7 +4,8 @@ Sub-commands::
 
     kakeya codecs                                   list codecs and their spec keys
     kakeya roundtrip --codec SPEC --input X.npy [--output Y.npy] [--json]
-    kakeya bench [--codec SPEC] [--rows 4096] [--dims 128 64] [--repeat 5] [--json FILE]
+    kakeya bench [--codecs SPEC ...] [--dims D ...] [--rows N ...] [--data KIND ...] [--device cpu|gpu]
+                 [--forward] [--json FILE]            codec speed suite (benchmarks/README.md)
     kakeya demo                                     the `make reproduce` table on synthetic data
     kakeya eval --model NAME --corpus NAME --codec SPEC [--k-codec SPEC --v-codec SPEC] ... --json OUT
     kakeya capture --model NAME --corpus NAME --ctx N --passages P --out DIR
@@ -28,7 +29,6 @@ import numpy as np
 
 from . import __version__, backend, codecs, provenance, synthetic
 from .errors import KakeyaError
-from .timing import STAGES
 
 DEFAULT_BENCH_SPEC = "kakeya"
 
@@ -101,47 +101,61 @@ def cmd_codecs(args: argparse.Namespace) -> int:
 
 
 def bench(spec: str, rows: int, dims: Sequence[int], repeat: int, kind: str = "kv_like") -> list[dict[str, Any]]:
-    """Time encode/decode of ``spec`` on synthetic [rows, D] blocks; MB/s of float32 input."""
-    codec = codecs.get(spec)
-    xp = backend.default_namespace()
-    results = []
-    for d in dims:
-        x = backend.to_device(synthetic.GENERATORS[kind](rows, d, seed=0), xp)
-        mb = rows * d * 4 / 1e6
-        blob = codec.encode(x)  # warm-up (codebook, caches)
-        codec.decode(blob)
-        enc_times, dec_times = [], []
-        with STAGES.collect() as stage_totals:
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                blob = codec.encode(x)
-                t1 = time.perf_counter()
-                codec.decode(blob)
-                t2 = time.perf_counter()
-                enc_times.append(t1 - t0)
-                dec_times.append(t2 - t1)
-        enc, dec = float(np.median(enc_times)), float(np.median(dec_times))
-        results.append({
-            "codec": codec.spec, "rows": rows, "dim": d, "data": kind, "device": backend.device_name(xp),
-            "bytes": len(blob), "ratio_vs_bf16": codecs.ratio_vs_bf16(rows, d, len(blob)),
-            "encode_s": enc, "decode_s": dec, "encode_MBps": mb / enc, "decode_MBps": mb / dec,
-            "stage_MBps": {k: mb * repeat / v for k, v in sorted(stage_totals.items()) if v > 0},
-        })
-    return results
+    """Time encode/decode of ``spec`` on synthetic [rows, D] blocks; MB/s of float32 input.
+
+    The one-codec form of :func:`kakeya_lib.benchmark.run_suite` (kept for callers of the old API).
+    """
+    from . import benchmark  # noqa: PLC0415
+
+    suite = benchmark.run_suite([spec], dims, [rows], repeat, [benchmark.synthetic_source(kind)],
+                                device=backend.requested_device(), memory=False)
+    if suite["errors"]:
+        raise CliError(suite["errors"][0]["error"])
+    return suite["results"]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    results = bench(args.codec, args.rows, args.dims, args.repeat, args.data)
-    for r in results:
-        print(f"{r['codec']} on {r['data']} [{r['rows']}, {r['dim']}] ({r['device']}): "
-              f"encode {r['encode_MBps']:.1f} MB/s, decode {r['decode_MBps']:.1f} MB/s, ratio {r['ratio_vs_bf16']:.3f}x")
-        for stage, mbps in r["stage_MBps"].items():
-            print(f"    {stage:<20} {mbps:10.1f} MB/s")
+    from . import benchmark  # noqa: PLC0415
+
+    specs = list(args.codecs or []) + list(args.codec or []) or list(benchmark.DEFAULT_CODECS)
+    benchmark.validate(specs, args.dims, args.rows, args.repeat)
+    if args.forward_tokens < 1:
+        raise CliError(f"--forward-tokens must be >= 1, got {args.forward_tokens}")
+    for flag, value in (("--time-limit", args.time_limit), ("--max-time", args.max_time)):
+        if value is not None and not value > 0:
+            raise CliError(f"{flag} must be > 0 seconds, got {value}")
+    sources = benchmark.parse_data(args.data, seed=args.seed)
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    suite = benchmark.run_suite(specs, args.dims, args.rows, args.repeat, sources, device=args.device,
+                                stages=not args.no_stages, memory=not args.no_memory,
+                                time_limit=args.time_limit, max_time=args.max_time, log=log)
+    forward, forward_error = None, None
+    if args.forward:  # after the suite, so importing torch cannot disturb the codec timings
+        from .llm import corpora  # noqa: PLC0415
+        from .llm.models import load_model  # noqa: PLC0415
+
+        try:
+            loaded = load_model(args.forward_model)
+            (passage,) = corpora.passages(args.forward_corpus, loaded.tokenizer, args.forward_tokens, 0, 1,
+                                          seed=args.seed, bos=loaded.needs_bos)
+            forward = benchmark.forward_overhead(loaded.model, passage.prefix_ids, specs, args.repeat, log=log)
+            forward.update(model=args.forward_model, corpus=args.forward_corpus, passage_id=passage.passage_id)
+        except KakeyaError as exc:  # keep the suite's results: print and write them, then fail
+            forward_error = exc
+    print(benchmark.format_report(suite, forward))
     if args.json:
-        meta = provenance.collect(command="bench", codec=args.codec, rows=args.rows, dims=args.dims,
-                                  repeat=args.repeat, data=args.data)
+        meta = provenance.collect(command="bench", codecs=specs, rows=args.rows, dims=args.dims,
+                                  repeat=args.repeat, max_time=args.max_time, data=args.data, device=args.device,
+                                  seed=args.seed, forward_error=None if forward_error is None else str(forward_error))
+        doc = benchmark.to_json(suite, meta, forward)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"provenance": meta, "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps(doc, indent=1))
+        print(f"wrote {args.json}")
+    if forward_error is not None:
+        raise forward_error
+    if suite["errors"]:
+        print(f"kakeya: error: {len(suite['errors'])} measurement(s) failed (listed above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -419,13 +433,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("codecs", help="list registered codecs and their spec keys")
     p.set_defaults(func=cmd_codecs)
 
-    p = sub.add_parser("bench", help="encode/decode throughput on synthetic blocks")
-    p.add_argument("--codec", default=DEFAULT_BENCH_SPEC)
-    p.add_argument("--rows", type=int, default=4096)
-    p.add_argument("--dims", type=int, nargs="+", default=[128, 64])
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--data", choices=sorted(synthetic.GENERATORS), default="kv_like")
-    p.add_argument("--json", help="also write the results to this JSON file")
+    p = sub.add_parser("bench", help="codec encode/decode throughput, scaling and memory (the speed suite)",
+                       description="Times encode and decode of every codec spec on [N, D] float32 blocks for "
+                       "each data kind, D and N; prints the table and writes tidy JSON (see benchmarks/README.md).")
+    p.add_argument("--codecs", nargs="+", metavar="SPEC",
+                   help="codec specs (default: one per registered codec, the default kakeya spec first)")
+    p.add_argument("--codec", action="append", metavar="SPEC", help=argparse.SUPPRESS)  # old single-spec form
+    p.add_argument("--dims", type=int, nargs="+", default=[64, 128, 256], metavar="D")
+    p.add_argument("--rows", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384, 32768, 65536],
+                   metavar="N")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median reported)")
+    p.add_argument("--data", nargs="+", default=["kv_like"], metavar="KIND",
+                   help="kv_like | gaussian | captured FILE.npz (several allowed; captured rows keep the "
+                   "file's D and are tiled to N)")
+    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu",
+                   help="numpy on the CPU or CuPy on the GPU (gpu without CuPy is an error)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic data and forward-pass passage seed")
+    p.add_argument("--forward", action="store_true",
+                   help="also time a prefill of the model on --forward-tokens tokens against the codec time "
+                   "for all the K/V rows it produces (CPU)")
+    p.add_argument("--forward-model", default="smollm2-135m")
+    p.add_argument("--forward-corpus", default="sotu")
+    p.add_argument("--forward-tokens", type=int, default=1024)
+    p.add_argument("--no-memory", action="store_true", help="skip the untimed peak-memory pass")
+    p.add_argument("--no-stages", action="store_true", help="skip the per-stage timers")
+    p.add_argument("--time-limit", type=float, help="seconds; measurements not started by then are skipped")
+    p.add_argument("--max-time", type=float,
+                   help="seconds per measurement: stop its timed runs early once they add up to this (>= 1 run)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--json", help="also write the tidy results (+ provenance) to this JSON file")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="end-to-end quality of a codec on a language model")
