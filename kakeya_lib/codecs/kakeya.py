@@ -10,7 +10,7 @@ For each block of ``block`` consecutive rows of ``x`` [N, D] (spec §1):
 4. Lloyd–Max indices of ``z`` at ``bits`` bits (or, ``quant=uniform``, a mid-tread uniform grid,
    :mod:`~kakeya_lib.stages.uniform`); optional outliers ``|z| > T`` kept exactly;
 5. stored per row: ``seg`` (ceil(log2 k_eff) bits), quantiser indices (W·bits bits, or one rANS
-   stream per block with ``entropy=1``), ``t`` and ``‖r‖`` (``scalars`` floats, or ``scalar_bits``
+   stream per block with ``entropy=1``, one per block and coordinate with ``entropy=2``), ``t`` and ``‖r‖`` (``scalars`` floats, or ``scalar_bits``
    codes against the block's range, :mod:`~kakeya_lib.stages.scalarq`), plus the sparse outliers.
 
 Decode: ``ẑ`` from the codebook, outliers written back, ``r̂ = Rᵀ(ẑ · ‖r‖ / √W)``,
@@ -87,7 +87,7 @@ class KakeyaParams:
     codebook: str = "gaussian"  # "gaussian", "calib:NAME" (CALIB_DIR/NAME.npy) or a .npy / raw f32 path
     quant: Literal["lloyd", "uniform"] = "lloyd"  # residual quantiser
     step: float = 0.0  # uniform grid step in units of the unit-variance residual (0 = MSE-optimal)
-    entropy: bool = False  # rANS-code the quantiser indices (one stream per block)
+    entropy: int = 0  # rANS-code the indices: 0 off, 1 one table per block, 2 one per block and coordinate
     scalar_bits: int = 0  # 0: t and ‖r‖ as `scalars` floats; 2..16: codes on each block's range
     rotate: bool = True  # randomised Hadamard rotation of the residual (0 only for ablations)
     rbesi_dir: int = 0  # K-residual Besicovitch direction bits (0 = off: scalar quantiser)
@@ -123,6 +123,7 @@ class KakeyaParams:
             (self.quant == "lloyd" or self.bits >= uniform.MIN_BITS, "quant=uniform needs bits >= 2"),
             (self.quant == "lloyd" or self.codebook == "gaussian", "a custom codebook only applies with quant=lloyd"),
             (self.step >= 0, f"step must be >= 0, got {self.step}"),
+            (self.entropy in (0, 1, 2), f"entropy must be 0, 1 or 2, got {self.entropy}"),
             (self.step == 0 or self.quant == "uniform", "step only applies with quant=uniform"),
             (0 <= self.rbesi_dir <= 8, f"rbesi_dir must be in 0..8, got {self.rbesi_dir}"),
             (self.rbesi_dir or not self.legacy_rbesi_mag, "legacy_rbesi_mag only applies with rbesi_dir > 0"),
@@ -274,6 +275,8 @@ class KakeyaCodec(Codec):
             from ..stages import rans  # noqa: PLC0415
 
             with STAGES.stage("encode/entropy", xp):
+                if p.entropy == 2:  # per coordinate: unrotated (KLT) coefficients differ in spread
+                    queue = [np.ascontiguousarray(col) for block in queue for col in block.T]
                 streams = rans.encode_many(queue, len(levels_host))
             sections.append(("entropy", b"".join(streams)))
         if p.quant == "lloyd" and p.codebook != "gaussian":
@@ -355,7 +358,7 @@ class KakeyaCodec(Codec):
             seg_bytes = as_host_bytes(pack_bits(seg, bits_for(info.k_eff))) if info.k_eff > 1 else b""
             if p.entropy:
                 out["codes"].append(seg_bytes)
-                queue.append(to_host(idx).reshape(-1))
+                queue.append(to_host(idx).reshape(rows, -1) if p.entropy == 2 else to_host(idx).reshape(-1))
             elif p.rbesi_dir:
                 out["codes"].append(seg_bytes + besi.codes_to_bytes(idx, self._besi(), xp))
             else:
@@ -424,7 +427,12 @@ class KakeyaCodec(Codec):
 
             with STAGES.stage("decode/entropy", xp):
                 raw = box.section("entropy")
-                entropy_idx, used = rans.decode_many(raw, [b.rows * b.width for b in table], len(levels_host))
+                if p.entropy == 2:
+                    cols, used = rans.decode_many(raw, [b.rows for b in table for _ in range(b.width)], len(levels_host))
+                    starts = np.cumsum([0] + [b.width for b in table])
+                    entropy_idx = [np.stack(cols[a:b], axis=1) for a, b in zip(starts[:-1], starts[1:])]
+                else:
+                    entropy_idx, used = rans.decode_many(raw, [b.rows * b.width for b in table], len(levels_host))
                 if used != len(raw):
                     raise CorruptBlobError(f"entropy section holds {len(raw)} bytes, its streams use {used}")
         elif "entropy" in box.sections:
