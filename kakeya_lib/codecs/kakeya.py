@@ -206,8 +206,6 @@ class KakeyaCodec(Codec):
             self.encode(x, weights)
         finally:
             self._z_sink = None
-        from ..backend import to_host  # noqa: PLC0415
-
         widths = {int(z.shape[1]) for z in sink}
         if len(widths) != 1:
             raise InputError(f"blocks have different residual widths {sorted(widths)}; fix the rank to calibrate")
