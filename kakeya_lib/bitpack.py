@@ -151,3 +151,57 @@ def pack_bits_reference(values: list[int], bits: int) -> bytes:
                 k = i * bits + j
                 out[k // 8] |= 1 << (k % 8)
     return bytes(out)
+
+
+# Wide fields (positions in large blocks) need more than 16 bits: a field of b > 16 bits is
+# stored as two runs, the low 16 bits of every value, then the high b − 16 bits of every value.
+# For b <= 16 the layout is exactly pack_bits'.
+MAX_WIDE_BITS = 32
+
+
+def _check_wide_bits(bits: int) -> None:
+    if not isinstance(bits, (int, np.integer)) or not 1 <= int(bits) <= MAX_WIDE_BITS:
+        raise InputError(f"wide bit width must be an integer in 1..{MAX_WIDE_BITS}, got {bits!r}")
+
+
+def packed_nbytes_wide(n: int, bits: int) -> int:
+    """Bytes of :func:`pack_bits_wide` for ``n`` values of ``bits`` (1..32) bits."""
+    _check_wide_bits(bits)
+    if bits <= MAX_BITS:
+        return packed_nbytes(n, bits)
+    return packed_nbytes(n, MAX_BITS) + packed_nbytes(n, bits - MAX_BITS)
+
+
+def pack_bits_wide(values: Any, bits: int) -> Any:
+    """Like :func:`pack_bits` for widths up to 32 bits (low 16-bit run, then the high run)."""
+    _check_wide_bits(bits)
+    if bits <= MAX_BITS:
+        return pack_bits(values, bits)
+    xp = namespace_of(values)
+    v = xp.asarray(values)
+    if v.ndim != 1 or (v.size and v.dtype.kind not in "iu"):
+        raise InputError(f"pack_bits_wide expects a 1-D integer array, got {v.dtype} {tuple(v.shape)}")
+    if v.size and (int(v.min()) < 0 or int(v.max()) >= (1 << bits)):
+        raise InputError(f"values must lie in [0, {1 << bits}) to pack at {bits} bits")
+    v = v.astype(xp.int64)
+    low = pack_bits(v & ((1 << MAX_BITS) - 1), MAX_BITS)
+    high = pack_bits(v >> MAX_BITS, bits - MAX_BITS)
+    return xp.concatenate([low, high])
+
+
+def unpack_bits_wide(packed: Any, bits: int, n: int) -> Any:
+    """Inverse of :func:`pack_bits_wide` (int64 [n]); short input raises :class:`CorruptBlobError`."""
+    _check_wide_bits(bits)
+    if bits <= MAX_BITS:
+        return unpack_bits(packed, bits, n)
+    xp = namespace_of(packed)
+    p = xp.asarray(packed)
+    need = packed_nbytes_wide(n, bits)
+    if p.ndim != 1 or p.dtype != xp.uint8:
+        raise InputError(f"unpack_bits_wide expects a 1-D uint8 array, got {p.dtype} {tuple(p.shape)}")
+    if p.size < need:
+        raise CorruptBlobError(f"packed stream has {p.size} bytes, {n} values of {bits} bits need {need}")
+    split = packed_nbytes(n, MAX_BITS)
+    low = unpack_bits(p[:split], MAX_BITS, n)
+    high = unpack_bits(p[split:need], bits - MAX_BITS, n)
+    return low | (high << MAX_BITS)

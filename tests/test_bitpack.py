@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kakeya_lib.bitpack import MAX_BITS, bits_for, pack_bits, pack_bits_reference, packed_nbytes, unpack_bits
+from kakeya_lib.bitpack import (MAX_BITS, bits_for, pack_bits, pack_bits_reference, pack_bits_wide, packed_nbytes,
+                                packed_nbytes_wide, unpack_bits, unpack_bits_wide)
 from kakeya_lib.errors import CorruptBlobError, InputError
 
 from .conftest import to_np
@@ -144,3 +145,27 @@ def test_property_round_trip_random_widths_and_lengths(xp, data, bits, n):
     assert to_np(packed).tobytes() == pack_bits_reference(values, bits)
     assert int(packed.size) == packed_nbytes(n, bits)
     np.testing.assert_array_equal(to_np(unpack_bits(packed, bits, n)), values)
+
+
+@pytest.mark.parametrize("bits", [1, 9, 16, 17, 23, 32])
+def test_wide_fields_round_trip_and_match_pack_bits_up_to_16(xp, rng, bits):
+    values = rng.integers(0, 1 << bits, size=301, dtype=np.int64)
+    values[:2] = [0, (1 << bits) - 1]
+    packed = pack_bits_wide(xp.asarray(values), bits)
+    assert packed.size == packed_nbytes_wide(301, bits)
+    if bits <= MAX_BITS:
+        assert to_np(packed).tobytes() == to_np(pack_bits(xp.asarray(values), bits)).tobytes()
+    else:
+        assert packed_nbytes_wide(301, bits) == packed_nbytes(301, 16) + packed_nbytes(301, bits - 16)
+    np.testing.assert_array_equal(to_np(unpack_bits_wide(packed, bits, 301)), values)
+
+
+def test_wide_fields_reject_short_input_and_bad_widths(xp):
+    packed = pack_bits_wide(xp.asarray(np.arange(10)), 20)
+    with pytest.raises(CorruptBlobError):
+        unpack_bits_wide(packed[:-1], 20, 10)
+    for bad in (0, 33):
+        with pytest.raises(InputError):
+            pack_bits_wide(xp.asarray(np.arange(3)), bad)
+    with pytest.raises(InputError):
+        pack_bits_wide(xp.asarray(np.array([1 << 20])), 20)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kakeya_lib import codecs, container, synthetic
-from kakeya_lib.bitpack import bits_for, packed_nbytes
+from kakeya_lib.bitpack import bits_for, packed_nbytes, packed_nbytes_wide
 from kakeya_lib.errors import CorruptBlobError, InputError, SpecError
 
 from .conftest import to_np
@@ -220,6 +220,19 @@ def test_outliers_cost_exactly_their_bits_and_reduce_error():
     assert codec.ledger(blob)["outliers"] == expect
     rate = sum(b.n_outliers for b in codec.block_table(blob)) / (1024 * 64)
     assert 0.02 < rate < 0.07  # N(0,1) tail beyond 2.0 is 4.55 %
+
+
+def test_outlier_positions_wider_than_16_bits_round_trip():
+    # 1024 rows x 128 coordinates = 2**17 positions: the positions need 17 bits (they used to overflow
+    # the 16-bit packer and raise on encode).
+    x = synthetic.gaussian(1024, 128, seed=15)
+    x[:, 5] *= 20.0
+    codec, blob, y = roundtrip("kakeya:vr=1.0,bits=3,block=1024,outlier=2.0,scalars=f32", x)
+    (block,) = codec.block_table(blob)
+    assert bits_for(block.rows * block.width) == 17 and block.n_outliers > 0
+    assert codec.ledger(blob)["outliers"] == packed_nbytes_wide(block.n_outliers, 17) + 4 * block.n_outliers
+    _, _, y0 = roundtrip("kakeya:vr=1.0,bits=3,block=1024,scalars=f32", x)
+    assert rel_mse(x, y) < 0.9 * rel_mse(x, y0)  # observed 0.80x
 
 
 def test_custom_codebook_is_embedded_and_needed_file_only_at_encode(tmp_path):

@@ -52,7 +52,7 @@ import numpy as np
 
 from .. import floats
 from ..backend import to_device, to_host
-from ..bitpack import bits_for, pack_bits, packed_nbytes, unpack_bits
+from ..bitpack import bits_for, pack_bits, pack_bits_wide, packed_nbytes, packed_nbytes_wide, unpack_bits, unpack_bits_wide
 from ..container import Container
 from ..errors import CorruptBlobError, InputError
 from ..paths import CACHE_DIR
@@ -172,7 +172,7 @@ class KakeyaCodec(Codec):
             "seg": packed_nbytes(n, bits_for(info.k_eff)) if info.k_eff > 1 else 0,
             "idx": 0 if p.entropy else (n * self._besi().vector_nbytes(w) if p.rbesi_dir else packed_nbytes(n * w, p.bits)),
             "norms": n_scalars * (scalarq.nbytes(n, p.scalar_bits) if p.scalar_bits else scal_b * n),
-            "out_pos": packed_nbytes(info.n_outliers, max(1, bits_for(n * w))) if info.n_outliers else 0,
+            "out_pos": packed_nbytes_wide(info.n_outliers, max(1, bits_for(n * w))) if info.n_outliers else 0,
             "out_val": scal_b * info.n_outliers,
         }
 
@@ -369,7 +369,7 @@ class KakeyaCodec(Codec):
             if info.n_outliers:
                 pos_bits = max(1, bits_for(rows * w))
                 out["outliers"].append(
-                    as_host_bytes(pack_bits(pos, pos_bits)) + floats.to_bytes(vals, p.scalars, xp, "outlier values")
+                    as_host_bytes(pack_bits_wide(pos, pos_bits)) + floats.to_bytes(vals, p.scalars, xp, "outlier values")
                 )
 
     # -- decode -----------------------------------------------------------------------------
@@ -507,7 +507,8 @@ class KakeyaCodec(Codec):
             zhat = besi.decode_groups(codes, self._besi(), xp) if p.rbesi_dir else levels[idx]
             if info.n_outliers:
                 pos_buf = take("outliers", size["out_pos"])
-                pos = unpack_bits(xp.asarray(np.frombuffer(pos_buf, dtype=np.uint8)), max(1, bits_for(rows * w)), info.n_outliers)
+                pos = unpack_bits_wide(xp.asarray(np.frombuffer(pos_buf, dtype=np.uint8)), max(1, bits_for(rows * w)),
+                                       info.n_outliers)
                 vals = floats.from_bytes(take("outliers", size["out_val"]), p.scalars, info.n_outliers, xp, "outliers")
                 zhat = outliers.apply(zhat, pos, vals, xp)
         with STAGES.stage("decode/rotate", xp):
