@@ -14,3 +14,7 @@ PAPER_DIR = REPO_ROOT / "paper"
 BENCHMARKS_DIR = REPO_ROOT / "benchmarks"
 # Ignored by git: converted models, captured tensors, other large generated files.
 CACHE_DIR = REPO_ROOT / ".cache"
+# Written by the render notebooks, read by the paper and the book (ignored by git).
+GENERATED_DIR = PAPER_DIR / "generated"
+EXECUTED_DIR = BOOK_DIR / "executed"
+PARAMS_DIR = NOTEBOOKS_DIR / "params"

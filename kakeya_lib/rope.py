@@ -30,13 +30,20 @@ def rope_angles(positions: Any, dim: int, theta: float) -> np.ndarray:
     return np.asarray(positions, dtype=np.float64)[:, None] * inv_freq[None, :]
 
 
-def _rotate(x: Any, positions: Any, theta: float, convention: str, sign: float, xp: ModuleType) -> Any:
+def _rotate(x: Any, positions: Any, theta: float, convention: str, sign: float, xp: ModuleType,
+            inv_freq: Any | None = None) -> Any:
     if x.ndim < 2:
         raise InputError(f"expected [..., T, D], got shape {tuple(x.shape)}")
     t, d = int(x.shape[-2]), int(x.shape[-1])
     if len(positions) != t:
         raise InputError(f"{len(positions)} positions for {t} tokens")
-    ang = rope_angles(positions, d, theta) * sign
+    if inv_freq is None:
+        ang = rope_angles(positions, d, theta) * sign
+    else:
+        freqs = np.asarray(inv_freq, dtype=np.float64).reshape(-1)
+        if freqs.size != d // 2:
+            raise InputError(f"{freqs.size} RoPE frequencies for head_dim {d} (need {d // 2})")
+        ang = np.asarray(positions, dtype=np.float64)[:, None] * freqs[None, :] * sign
     cos = xp.asarray(np.cos(ang).astype(np.float32))
     sin = xp.asarray(np.sin(ang).astype(np.float32))
     half = d // 2
@@ -60,3 +67,8 @@ def apply_rope(x: Any, positions: Any, theta: float = 10000.0, convention: Conve
 def inverse_rope(x: Any, positions: Any, theta: float = 10000.0, convention: Convention = "half") -> Any:
     """Undo :func:`apply_rope`: post-RoPE keys [..., T, D] back to pre-RoPE."""
     return _rotate(x, positions, theta, convention, -1.0, namespace_of(x))
+
+
+def apply_rope_freqs(x: Any, positions: Any, inv_freq: Any, convention: Convention = "half") -> Any:
+    """Rotate x [..., T, D] with explicit frequencies [D/2] (a model's own ``inv_freq`` table)."""
+    return _rotate(x, positions, 0.0, convention, 1.0, namespace_of(x), inv_freq)

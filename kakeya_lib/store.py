@@ -180,17 +180,19 @@ class Store:
             raise
         return final
 
-    def run(self, cell: Cell, compute: Callable[[], tuple[Sequence[Mapping[str, Any]], Any | None]],
-            force: bool = False, provenance_extra: Mapping[str, Any] | None = None) -> CellResult:
+    def run(self, cell: Cell, compute: Callable[[], Any], force: bool = False,
+            provenance_extra: Mapping[str, Any] | None = None) -> CellResult:
         """The cell's rows: read from disk if present (unless ``force``), else computed and saved.
 
-        ``compute()`` returns ``(rows, results)`` (``results`` may be None). Its wall time, the
-        cell parameters and ``provenance_extra`` (device, seed, ...) go into the provenance.
+        ``compute()`` returns the rows, or ``(rows, results)`` to keep full results beside them.
+        Its wall time, the cell parameters and ``provenance_extra`` (device, seed, ...) go into
+        the provenance.
         """
         if self.has(cell) and not force:
             return self.load(cell)
         t0 = time.perf_counter()
-        rows, results = compute()
+        out = compute()
+        rows, results = out if isinstance(out, tuple) else (out, None)
         extra = {"params": cell.config, "wall_seconds": round(time.perf_counter() - t0, 3), **dict(provenance_extra or {})}
         self.save(cell, rows, extra, results)
         out = self.load(cell)

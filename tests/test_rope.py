@@ -62,3 +62,13 @@ def test_bad_arguments():
         apply_rope(np.zeros((2, 4), np.float32), np.arange(3))
     with pytest.raises(InputError, match="convention"):
         apply_rope(np.zeros((2, 4), np.float32), np.arange(2), convention="gptj")
+
+
+def test_explicit_frequencies_match_theta():
+    from kakeya_lib.rope import apply_rope, apply_rope_freqs
+
+    x = np.random.default_rng(0).standard_normal((2, 7, 16)).astype(np.float32)
+    inv = 1e5 ** (-np.arange(0, 16, 2) / 16)
+    np.testing.assert_allclose(apply_rope_freqs(x, np.arange(7), inv), apply_rope(x, np.arange(7), 1e5), atol=1e-6)
+    with pytest.raises(InputError):
+        apply_rope_freqs(x, np.arange(7), inv[:-1])
