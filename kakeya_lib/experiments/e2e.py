@@ -88,8 +88,13 @@ class Session:
     @property
     def loaded(self) -> Any:
         if self._loaded is None:
+            import warnings  # noqa: PLC0415
+
             from ..llm import models  # noqa: PLC0415
 
+            # transformers' weight-loading bar imports tqdm.auto, which warns inside notebooks without
+            # ipywidgets; the bar is disabled (TQDM_DISABLE) and the warning says nothing about results.
+            warnings.filterwarnings("ignore", message="IProgress not found")
             self._loaded = models.load_model(self.model_name)
         return self._loaded
 

@@ -1,0 +1,110 @@
+"""The results store: cells named by their parameters, atomic writes, skip-if-present, validation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from kakeya_lib.errors import InputError
+from kakeya_lib.store import Cell, Store, StoreError
+
+
+def make_cell(**params) -> Cell:
+    return Cell("smoke", "tiny-llama", "sotu", "e2e/head_to_head", "ctx64-n2", {"ctx": 64, **params})
+
+
+def test_same_parameters_same_directory_different_parameters_different(tmp_path):
+    store = Store(tmp_path)
+    a, b, c = make_cell(seed=0), make_cell(seed=0), make_cell(seed=1)
+    assert store.path(a) == store.path(b) != store.path(c)
+    assert store.path(a).parent == tmp_path / "smoke" / "tiny-llama_sotu" / "e2e" / "head_to_head"
+    assert store.path(a).name.startswith("ctx64-n2-")
+
+
+def test_run_computes_once_then_reads_back(tmp_path):
+    store = Store(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return [{"plan": "a", "kl": np.float64(0.5), "nan": float("nan")}], {"per_layer": [1, 2]}
+
+    first = store.run(make_cell(), compute, provenance_extra={"seed": 0})
+    second = store.run(make_cell(), compute)
+    assert calls == [1] and first.computed and not second.computed
+    assert second.rows == [{"plan": "a", "kl": 0.5, "nan": None}]  # numpy scalars and NaN made JSON-safe
+    prov = json.loads((store.path(make_cell()) / "provenance.json").read_text())
+    assert prov["seed"] == 0 and prov["params"] == make_cell().config and "git" in prov and prov["wall_seconds"] >= 0
+    assert store.load(make_cell(), with_results=True).results == {"per_layer": [1, 2]}
+    store.run(make_cell(), compute, force=True)
+    assert calls == [1, 1]
+
+
+def test_rows_only_compute_is_accepted(tmp_path):
+    res = Store(tmp_path).run(make_cell(), lambda: [{"x": 1}])
+    assert res.rows == [{"x": 1}] and res.results is None
+
+
+def test_an_interrupted_compute_leaves_no_cell(tmp_path):
+    store = Store(tmp_path)
+
+    def boom():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.run(make_cell(), boom)
+    assert not store.has(make_cell())
+    assert not any(p.name.startswith(".") and "tmp" in p.name for p in tmp_path.rglob("*"))
+
+
+def test_a_failed_write_keeps_the_previous_cell(tmp_path):
+    store = Store(tmp_path)
+    store.save(make_cell(), [{"x": 1}])
+    with pytest.raises(InputError):
+        store.save(make_cell(), [{"x": object()}])  # not JSON-able: refused before anything is replaced
+    assert store.load(make_cell()).rows == [{"x": 1}]
+
+
+def test_incomplete_or_edited_cells_are_not_trusted(tmp_path):
+    store = Store(tmp_path)
+    store.save(make_cell(), [{"x": 1}])
+    d = store.path(make_cell())
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["params"]["ctx"] = 65
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(StoreError, match="does not match"):
+        store.load(make_cell())
+    assert list(store.cells()) == []  # its name no longer matches its parameters
+    (d / "rows.json").write_text("{not json")
+    with pytest.raises(StoreError):
+        store.load(make_cell())
+    (d / "rows.json").unlink()
+    assert not store.has(make_cell())
+
+
+def test_query_filters_and_labels_rows(tmp_path):
+    store = Store(tmp_path)
+    store.save(make_cell(seed=0), [{"plan": "a"}])
+    store.save(Cell("smoke", "tiny-qwen2", "wiki", "e2e/ablation", "x", {}), [{"plan": "b"}])
+    store.save(Cell("paper", "tiny-qwen2", "wiki", "e2e/ablation", "x", {}), [{"plan": "c"}])
+    assert [r["plan"] for r in store.rows("smoke")] == ["a", "b"]
+    assert store.rows("smoke", analysis="e2e/ablation") == [
+        {"model": "tiny-qwen2", "corpus": "wiki", "analysis": "e2e/ablation", "cell": "x", "plan": "b"}]
+    assert [r["plan"] for r in store.rows(model="tiny-qwen2")] == ["c", "b"]
+
+
+@pytest.mark.parametrize("bad", [{"profile": "../x"}, {"model": "a/b"}, {"analysis": "e2e/../x"}, {"label": ""},
+                                 {"params": {"x": object()}}])
+def test_bad_cells_are_refused(bad):
+    fields = {"profile": "smoke", "model": "m", "corpus": "c", "analysis": "a/b", "label": "l", "params": {}}
+    with pytest.raises(InputError):
+        Cell(**{**fields, **bad})
+
+
+def test_infinities_become_null(tmp_path):
+    store = Store(tmp_path)
+    store.save(make_cell(), [{"v": math.inf}])
+    assert store.load(make_cell()).rows == [{"v": None}]
