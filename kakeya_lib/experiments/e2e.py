@@ -18,6 +18,11 @@ from .table import summary_row
 
 LabelledPlans = list[tuple[dict[str, Any], KVPlan]]
 
+# The strongest baselines at comparable budgets ("K|V" when they differ): rotated int4 (llama.cpp's
+# Hadamard q4 family), TurboQuant at 4 and 3 bits, KIVI-4.
+BASELINE_PAIRS = ["int:bits=4,rotate=1", "turboquant:bits=4", "turboquant:bits=3", "kivi:bits=4|kivi:bits=4,mode=value"]
+LONG_CONTEXT_PAIRS = ["turboquant:bits=4"]
+
 
 def _split_pair(text: str) -> tuple[str, str | None]:
     k, sep, v = text.partition("|")

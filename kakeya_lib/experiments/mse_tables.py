@@ -40,6 +40,22 @@ FLAGSHIPS: dict[str, dict[str, int]] = {
 }
 
 
+# The seed's MSE-table configurations (paper v7 Tables 3, 6, 7: b=3 exact as the inflation
+# reference, b=2 exact, tier-1 with and without its bugs), ours, and TurboQuant at 3 and 4 bits.
+# Name → "K|V" specs, one spec for both, or "recipe:NAME".
+SEED_TABLE_CONFIGS: dict[str, str] = {
+    "b=3 exact (v1.2)": "kakeya:bits=3|kakeya:bits=3,share_basis=1",
+    "b=2 exact": "kakeya:bits=2|kakeya:bits=2,share_basis=1",
+    "tier-1 (seed, as run)": "recipe:seed-tier1",
+    "tier-1 (bugs fixed)": "recipe:seed-tier1-fixed",
+    "ours-ec5": "recipe:ours-ec5",
+    "TurboQuant-3": "turboquant:bits=3",
+    "TurboQuant-4": "turboquant:bits=4",
+}
+# Configurations whose keys are also coded after RoPE (the seed's inverse-RoPE tables 4 and 8).
+ROPE_CONFIGS = ["b=3 exact (v1.2)", "tier-1 (bugs fixed)", "ours-ec5"]
+
+
 def tensor_rows(t: Any) -> np.ndarray:
     """A captured [n_kv, T, D] tensor as codec rows [T·n_kv, D] (token-major, heads interleaved)."""
     a = np.asarray(t, dtype=np.float32)
