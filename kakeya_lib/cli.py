@@ -363,6 +363,33 @@ def cmd_analyses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from . import sweep  # noqa: PLC0415
+    from .paths import RESULTS_DIR  # noqa: PLC0415
+    from .store import Store  # noqa: PLC0415
+
+    plan = sweep.load(args.file)
+    root = Path(args.store) if args.store else RESULTS_DIR
+    if args.list:
+        store = Store(root)
+        for t in plan.tasks:
+            print(f"{'done   ' if store.has(t.cell) else 'pending'}  {t.cell.relpath}")
+        return 0
+    if args.executor == "local":
+        if args.scheduler:
+            raise CliError("--scheduler needs --executor dask")
+        outcomes = sweep.run_local(plan, root, args.force, progress=not args.no_progress)
+    else:
+        outcomes = sweep.run_dask(plan, root, args.force, scheduler=args.scheduler, n_workers=args.workers,
+                                  progress=not args.no_progress)
+    summary = sweep.summarise(plan, outcomes, root)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(summary["counts"].items()))
+    print(f"sweep {plan.name}: {summary['cells']} cells ({counts})")
+    for f in summary["failures"]:
+        print(f"  FAILED {f['cell']}: {f['error'].splitlines()[0]}")
+    return 1 if summary["failures"] else 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .llm import models, qprecond  # noqa: PLC0415
 
@@ -525,7 +552,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_capture)
 
-    p = sub.add_parser("demo", help="codec table on synthetic data (make reproduce)")
+    p = sub.add_parser("sweep", help="run a YAML grid of end-to-end cells into the results store (local or Dask)",
+                       description="Expands a sweep file into cells (models x corpora x sizes x analyses), skips "
+                       "cells already in the store, and runs the rest in-process or on a Dask cluster.")
+    p.add_argument("file", help="sweep YAML file (e.g. sweeps/paper-main.yaml)")
+    p.add_argument("--executor", choices=("local", "dask"), default="local")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler (default: start a LocalCluster)")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    p.add_argument("--force", action="store_true", help="recompute cells whose results exist")
+    p.add_argument("--store", help="results store root (default data/results)")
+    p.add_argument("--list", action="store_true", help="print the cells and whether they are done; run nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("demo", help="codec table on synthetic data (make demo)")
     p.add_argument("--rows", type=int, default=4096)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)

@@ -1,9 +1,15 @@
-"""End-to-end analyses as store cells (the ``exp-e2e`` notebook, and later sweeps).
+"""End-to-end analyses as store cells (the ``exp-e2e`` notebook and ``kakeya sweep``).
+
+A :class:`Task` is one cell of work: which analysis, its plans, and the :class:`~..store.Cell`
+(profile, model, corpus, parameters) its rows are stored under. The task constructors
+(:func:`head_to_head`, :func:`ablation`, :func:`frontier`, :func:`depth`, :func:`long_context`)
+are the only place those parameters are assembled, so a notebook, a local sweep and a sweep on a
+cluster name the same cell the same way and find each other's results.
 
 A :class:`Session` holds one model + corpus and loads the model only when a cell actually has
-to be computed, so a notebook whose results are all in the store runs in seconds. Each
-``*_plans`` function turns notebook parameters into labelled plans; :func:`evaluate_rows` runs
-them side by side on the same passages and returns tidy rows plus the full results.
+to be computed, so a notebook whose results are all in the store runs in seconds;
+:func:`run_task` reads a cell from the store or computes it with a session. Plans run side by
+side on the same passages (:func:`evaluate_rows`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import dataclasses
 from typing import Any, Mapping, Sequence
 
 from ..llm.plan import KVPlan
+from ..store import Cell, CellResult, Store
 from .analyses import OURS_K, OURS_V
 from .sweeps import ablation_ladder, depth_compounding
 from .table import summary_row
@@ -78,9 +85,129 @@ def evaluate_rows(model: Any, passages: Sequence[Sequence[int]], ctx: int, label
     return rows, results
 
 
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """How much text a cell evaluates: passages of ``ctx`` + ``n_eval`` tokens, and calibration."""
+
+    ctx: int
+    n_eval: int
+    n_passages: int
+    seed: int = 0
+    calib_passages: int = 8
+
+    def params(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @property
+    def label(self) -> str:
+        return f"ctx{self.ctx}-n{self.n_passages}"
+
+
+ANALYSES = ("head_to_head", "ablation", "frontier", "depth", "long_context")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One cell of end-to-end work (picklable: it travels to sweep workers).
+
+    ``args`` holds what builds the plans (pairs, recipes, steps, depths); ``cell.params`` holds
+    what identifies the result (sizes and the plans' labels).
+    """
+
+    kind: str
+    cell: Cell
+    size: Size
+    args: Mapping[str, Any]
+    k_metric: bool = False
+
+    def plans(self, session: "Session | None" = None) -> LabelledPlans:
+        if self.kind in ("head_to_head", "long_context"):
+            return comparison_plans(self.args["pairs"], self.args["recipes"])
+        if self.kind == "ablation":
+            return ablation_plans(self.args.get("block"))
+        if self.kind == "frontier":
+            return frontier_plans(self.args["steps"])
+        if self.kind == "depth":
+            if session is None:
+                raise ValueError("depth plans need the model's config (a session)")
+            return depth_plans(session.config, [d for d in self.args["depths"] if d <= len(session.layers())])
+        raise ValueError(f"unknown analysis {self.kind!r}; one of {ANALYSES}")
+
+    def compute(self, session: "Session") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        s = self.size
+        return session.run(self.plans(session), s.ctx, s.n_eval, s.n_passages, s.calib_passages, k_metric=self.k_metric)
+
+
+def _cell(profile: str, model: str, corpus: str, kind: str, size: Size, **extra: Any) -> Cell:
+    return Cell(profile, model, corpus, f"e2e/{kind}", size.label, {**size.params(), **extra})
+
+
+def _labels(plans: LabelledPlans) -> list[str]:
+    return [p.label for _, p in plans]
+
+
+def head_to_head(profile: str, model: str, corpus: str, size: Size, pairs: Sequence[str], recipes: Sequence[str],
+                 k_metric: bool = False) -> Task:
+    """Baselines (``"K|V"`` spec pairs) and recipes side by side."""
+    args = {"pairs": list(pairs), "recipes": list(recipes)}
+    labels = _labels(comparison_plans(pairs, recipes))
+    return Task("head_to_head", _cell(profile, model, corpus, "head_to_head", size, k_metric=k_metric, plans=labels),
+                size, args, k_metric)
+
+
+def ablation(profile: str, model: str, corpus: str, size: Size) -> Task:
+    """The stage-by-stage ladder."""
+    labels = _labels(ablation_plans())
+    return Task("ablation", _cell(profile, model, corpus, "ablation", size, plans=labels), size, {})
+
+
+def frontier(profile: str, model: str, corpus: str, size: Size, steps: Sequence[float]) -> Task:
+    """Our recipe at several grid steps."""
+    labels = _labels(frontier_plans(steps))
+    return Task("frontier", _cell(profile, model, corpus, "frontier", size, plans=labels), size, {"steps": list(steps)})
+
+
+def depth(profile: str, model: str, corpus: str, size: Size, depths: Sequence[int]) -> Task:
+    """Our recipe on the first k layers, for each k in ``depths`` (clipped to the model)."""
+    return Task("depth", _cell(profile, model, corpus, "depth", size, depths=list(depths)), size,
+                {"depths": list(depths)})
+
+
+def long_context(profile: str, model: str, corpus: str, size: Size, pairs: Sequence[str], recipes: Sequence[str]
+                 ) -> Task:
+    """The same plans at a longer prefix (``size`` carries the long ``ctx`` and its passage count)."""
+    args = {"pairs": list(pairs), "recipes": list(recipes)}
+    labels = _labels(comparison_plans(pairs, recipes))
+    return Task("long_context", _cell(profile, model, corpus, "long_context", size, plans=labels), size, args)
+
+
+def run_task(store: Store, task: Task, session: "Session", force: bool = False) -> CellResult:
+    """The task's rows from the store, or computed with ``session`` and stored (atomically)."""
+    if (session.model_name, session.corpus) != (task.cell.model, task.cell.corpus):
+        raise ValueError(f"session is {session.model_name}/{session.corpus}, task wants {task.cell.model}/{task.cell.corpus}")
+    return store.run(task.cell, lambda: task.compute(session), force=force, provenance_extra=session.provenance())
+
+
+class _ByteTokenizer:
+    """Bytes modulo the vocabulary: real text for tiny random models (tests and sweep smoke runs)."""
+
+    eos_token_id = 0
+    bos_token_id = 1
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab = vocab
+
+    def __call__(self, text: str, add_special_tokens: bool = False, **_: Any) -> list[int]:
+        return [2 + b % (self.vocab - 2) for b in text.encode()]
+
+
 @dataclasses.dataclass
 class Session:
-    """A model and corpus, loaded lazily; passages and query metrics cached per size."""
+    """A model and corpus, loaded lazily; passages and query metrics cached per size.
+
+    ``model_name`` is anything :func:`~kakeya_lib.llm.models.load_model` takes, or
+    ``tiny-<family>`` (a seeded random 2-layer model read through a byte tokenizer; tests).
+    """
 
     model_name: str
     corpus: str = "sotu"
@@ -100,7 +227,14 @@ class Session:
             # transformers' weight-loading bar imports tqdm.auto, which warns inside notebooks without
             # ipywidgets; the bar is disabled (TQDM_DISABLE) and the warning says nothing about results.
             warnings.filterwarnings("ignore", message="IProgress not found")
-            self._loaded = models.load_model(self.model_name)
+            if self.model_name.startswith("tiny-"):
+                family = self.model_name[len("tiny-"):]
+                model = models.tiny_model(family, seed=self.seed)
+                self._loaded = models.LoadedModel(name=self.model_name, model=model,
+                                                  tokenizer=_ByteTokenizer(model.config.vocab_size), family=family,
+                                                  needs_bos=False)
+            else:
+                self._loaded = models.load_model(self.model_name)
         return self._loaded
 
     @property

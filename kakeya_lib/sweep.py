@@ -1,0 +1,264 @@
+"""Sweeps: a YAML grid of end-to-end cells, run in-process or on Dask, resumable through the store.
+
+A sweep file names a profile, models × corpora × sizes, and the analyses to run (the same ones
+as the ``exp-e2e`` notebook, built by the same task constructors, so a sweep and the notebook
+write and find the same cells)::
+
+    profile: paper
+    models: [smollm2-135m]
+    corpora: [sotu]
+    seed: 0
+    device: cpu                    # gpu: cells ask Dask for the worker resource GPU=1
+    sizes:
+      - {ctx: 1024, n_eval: 64, n_passages: 48, calib_passages: 8}
+    analyses:
+      head_to_head: {pairs: ["turboquant:bits=4"], recipes: [ours-ec5], k_metric: true}
+      ablation: {}
+      frontier: {steps: [0.45, 0.7, 1.0]}
+      depth: {depths: [1, 4, 16, 30]}
+      long_context: {sizes: [{ctx: 2048, n_passages: 48}], pairs: ["turboquant:bits=4"], recipes: [ours-ec5]}
+
+:func:`expand` turns it into :class:`~.experiments.e2e.Task`\\ s; :func:`run_local` and
+:func:`run_dask` run them. Each cell is a library call (no subprocess) through :func:`run_cell`:
+a cell already in the store is skipped, a computed cell is written atomically, and a cell that
+raises (a bad spec, an unknown recipe) is recorded as failed with its error while the sweep
+goes on. On Dask, a worker that dies mid-cell has its cell rescheduled on another worker (at
+most ``distributed.scheduler.allowed-failures`` times, then the cell is recorded as failed); as
+writes are atomic and named by the cell, the store ends with exactly one result per cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .errors import InputError
+from .experiments import e2e
+from .paths import RESULTS_DIR
+from .store import Store
+
+_TOP_KEYS = {"profile", "models", "corpora", "seed", "device", "sizes", "analyses", "name"}
+_SIZE_KEYS = {"ctx", "n_eval", "n_passages", "calib_passages"}
+_ANALYSIS_KEYS = {
+    "head_to_head": {"pairs", "recipes", "k_metric"},
+    "ablation": set(),
+    "frontier": {"steps"},
+    "depth": {"depths"},
+    "long_context": {"sizes", "pairs", "recipes"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A parsed sweep file."""
+
+    name: str
+    profile: str
+    device: str
+    tasks: tuple[e2e.Task, ...]
+
+
+def _check_keys(where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = set(got) - allowed
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def _size(where: str, raw: Mapping[str, Any], seed: int, base: e2e.Size | None = None) -> e2e.Size:
+    _check_keys(where, raw, _SIZE_KEYS)
+    fields = dataclasses.asdict(base) if base else {"calib_passages": 8}
+    fields.update(raw)
+    fields["seed"] = seed
+    missing = [k for k in ("ctx", "n_eval", "n_passages") if k not in fields]
+    if missing:
+        raise InputError(f"{where}: missing {missing}")
+    if not all(isinstance(fields[k], int) and fields[k] > 0 for k in ("ctx", "n_eval", "n_passages")):
+        raise InputError(f"{where}: ctx, n_eval and n_passages must be positive integers")
+    return e2e.Size(**fields)
+
+
+def expand(spec: Mapping[str, Any], name: str = "sweep") -> Sweep:
+    """The cells of a sweep (a parsed YAML mapping), in a stable order; bad keys are errors."""
+    if not isinstance(spec, Mapping):
+        raise InputError("a sweep file must hold a mapping")
+    _check_keys("sweep", spec, _TOP_KEYS)
+    for key in ("profile", "models", "sizes", "analyses"):
+        if not spec.get(key):
+            raise InputError(f"sweep: '{key}' is required and must not be empty")
+    device = spec.get("device", "cpu")
+    if device not in ("cpu", "gpu"):
+        raise InputError(f"sweep: device must be 'cpu' or 'gpu', got {device!r}")
+    seed = int(spec.get("seed", 0))
+    analyses = spec["analyses"]
+    if not isinstance(analyses, Mapping):
+        raise InputError("sweep: 'analyses' must map analysis names to their settings")
+    for kind, settings in analyses.items():
+        if kind not in _ANALYSIS_KEYS:
+            raise InputError(f"sweep: unknown analysis {kind!r}; one of {sorted(_ANALYSIS_KEYS)}")
+        _check_keys(f"analyses.{kind}", settings or {}, _ANALYSIS_KEYS[kind])
+    profile = str(spec["profile"])
+    tasks: list[e2e.Task] = []
+    for model in spec["models"]:
+        for corpus in spec.get("corpora") or ["sotu"]:
+            for i, raw in enumerate(spec["sizes"]):
+                size = _size(f"sizes[{i}]", raw, seed)
+                for kind, settings in analyses.items():
+                    s = dict(settings or {})
+                    if kind == "head_to_head":
+                        tasks.append(e2e.head_to_head(profile, model, corpus, size, s.get("pairs", e2e.BASELINE_PAIRS),
+                                                      s.get("recipes", []), bool(s.get("k_metric", False))))
+                    elif kind == "ablation":
+                        tasks.append(e2e.ablation(profile, model, corpus, size))
+                    elif kind == "frontier":
+                        tasks.append(e2e.frontier(profile, model, corpus, size, s["steps"]))
+                    elif kind == "depth":
+                        tasks.append(e2e.depth(profile, model, corpus, size, s["depths"]))
+                    else:
+                        for j, long_raw in enumerate(s.get("sizes", [])):
+                            long = _size(f"analyses.long_context.sizes[{j}]", long_raw, seed, size)
+                            tasks.append(e2e.long_context(profile, model, corpus, long,
+                                                          s.get("pairs", e2e.LONG_CONTEXT_PAIRS), s.get("recipes", [])))
+    seen: dict[str, e2e.Task] = {}
+    for t in tasks:  # the same cell twice (e.g. one long-context size listed twice) runs once
+        seen.setdefault(str(t.cell.relpath), t)
+    return Sweep(str(spec.get("name", name)), profile, device, tuple(seen.values()))
+
+
+def load(path: str | os.PathLike) -> Sweep:
+    """Read and expand a sweep YAML file."""
+    import yaml  # noqa: PLC0415
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"sweep file {str(p)!r} does not exist")
+    return expand(yaml.safe_load(p.read_text()), name=p.stem)
+
+
+# ---- one cell ------------------------------------------------------------------------------
+
+_SESSIONS: dict[tuple[str, str, int], e2e.Session] = {}
+
+
+def _session(model: str, corpus: str, seed: int) -> e2e.Session:
+    """One session (one loaded model) per process: Dask workers keep theirs between cells."""
+    key = (model, corpus, seed)
+    if key not in _SESSIONS:
+        _SESSIONS[key] = e2e.Session(model, corpus, seed)
+    return _SESSIONS[key]
+
+
+def run_cell(task: e2e.Task, store_root: str, force: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """Run one cell where it lands (in-process or on a worker); never raises for a failing cell.
+
+    Returns ``{"cell", "status": "skipped"|"computed"|"failed", "error", "seconds", "pid"}``.
+    """
+    store = Store(store_root)
+    out: dict[str, Any] = {"cell": str(task.cell.relpath), "pid": os.getpid(), "error": None}
+    t0 = time.perf_counter()
+    if store.has(task.cell) and not force:
+        return {**out, "status": "skipped", "seconds": 0.0}
+    if device == "gpu":
+        os.environ["KAKEYA_DEVICE"] = "gpu"  # codecs run on CuPy here; never a silent CPU fallback
+    try:
+        e2e.run_task(store, task, _session(task.cell.model, task.cell.corpus, task.size.seed), force=force)
+        status = "computed"
+    except Exception as exc:  # noqa: BLE001  (a deterministic failure is a result: record it, go on)
+        status = "failed"
+        out["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
+    return {**out, "status": status, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+# ---- executors -----------------------------------------------------------------------------
+
+def run_local(sweep: Sweep, store_root: str | os.PathLike = RESULTS_DIR, force: bool = False,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Every cell in this process, one at a time."""
+    tasks: Iterable[e2e.Task] = sweep.tasks
+    if progress:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        tasks = tqdm(sweep.tasks, desc=f"sweep {sweep.name}", unit="cell")
+    return [run_cell(t, str(store_root), force, sweep.device) for t in tasks]
+
+
+def run_dask(sweep: Sweep, store_root: str | os.PathLike = RESULTS_DIR, force: bool = False,
+             scheduler: str | None = None, n_workers: int = 2, progress: bool = True,
+             client: Any | None = None, on_submitted: Callable[[Any, list[Any]], None] | None = None
+             ) -> list[dict[str, Any]]:
+    """Every cell on a Dask cluster: ``scheduler`` (an address), ``client`` (an existing
+    ``distributed.Client``), or neither (a ``LocalCluster`` of ``n_workers`` processes).
+
+    ``on_submitted(client, futures)`` is called once all cells are submitted (tests use it to
+    kill a worker mid-sweep). Returns one outcome per cell, in sweep order.
+    """
+    try:
+        from distributed import Client, LocalCluster, as_completed  # noqa: PLC0415
+        from distributed.scheduler import KilledWorker  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - distributed is in requirements.txt
+        raise InputError("--executor dask needs the 'distributed' package (pip install distributed)") from exc
+
+    own_cluster = None
+    if client is None:
+        if scheduler:
+            client = Client(scheduler)
+        else:
+            own_cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+            client = Client(own_cluster)
+    try:
+        resources = {"GPU": 1} if sweep.device == "gpu" else None
+        if resources:
+            workers = client.scheduler_info()["workers"].values()
+            if not any(w.get("resources", {}).get("GPU") for w in workers):
+                raise InputError("the sweep asks for GPU cells but no worker offers the resource GPU "
+                                 "(start workers with --resources GPU=1, e.g. dask-cuda-worker)")
+        futures = [client.submit(run_cell, t, str(store_root), force, sweep.device, key=f"cell-{t.cell.digest}",
+                                 resources=resources, pure=False) for t in sweep.tasks]
+        index = {f.key: i for i, f in enumerate(futures)}
+        if on_submitted is not None:
+            on_submitted(client, futures)
+        outcomes: list[dict[str, Any] | None] = [None] * len(futures)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+
+            bar = tqdm(total=len(futures), desc=f"sweep {sweep.name} (dask)", unit="cell")
+        for fut in as_completed(futures):
+            i = index[fut.key]
+            try:
+                outcomes[i] = fut.result()
+            except KilledWorker as exc:  # the cell took down more workers than allowed
+                outcomes[i] = {"cell": str(sweep.tasks[i].cell.relpath), "status": "failed", "seconds": None,
+                               "pid": None, "error": f"KilledWorker: {exc}"}
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+        return [o for o in outcomes if o is not None]
+    finally:
+        if own_cluster is not None:
+            client.close()
+            own_cluster.close()
+
+
+def summarise(sweep: Sweep, outcomes: Sequence[Mapping[str, Any]], store_root: str | os.PathLike = RESULTS_DIR
+              ) -> dict[str, Any]:
+    """Counts per status, the failures with their errors; also written to
+    ``<store>/<profile>/_sweeps/<name>.json`` (beside the cells, not a cell itself)."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o["status"]] = counts.get(o["status"], 0) + 1
+    summary = {"sweep": sweep.name, "profile": sweep.profile, "cells": len(outcomes), "counts": counts,
+               "failures": [{"cell": o["cell"], "error": o["error"]} for o in outcomes if o["status"] == "failed"],
+               "outcomes": list(outcomes)}
+    path = Path(store_root) / sweep.profile / "_sweeps" / f"{sweep.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    os.replace(tmp, path)
+    return summary

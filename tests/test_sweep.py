@@ -1,0 +1,95 @@
+"""Sweeps: YAML grids expand to the notebook's cells; local and Dask executors give the same rows;
+a worker killed mid-sweep does not lose or duplicate a cell; reruns do no work; a failing cell is
+recorded and does not stop the sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from kakeya_lib import sweep
+from kakeya_lib.errors import InputError
+from kakeya_lib.experiments import e2e
+from kakeya_lib.store import Store
+
+PAIRS = ["identity", "kakeya:bits=2,block=64", "turboquant:bits=3"]
+TIMING = ("codec_seconds",)  # wall time: the one row column that differs between runs
+
+
+def grid(n_sizes: int = 4, n_passages: int = 3, extra_pairs: tuple[str, ...] = ()) -> dict:
+    return {"profile": "smoke", "models": ["tiny-llama"], "corpora": ["sotu"], "seed": 0,
+            "sizes": [{"ctx": 32 + 16 * i, "n_eval": 8, "n_passages": n_passages, "calib_passages": 1}
+                      for i in range(n_sizes)],
+            "analyses": {"head_to_head": {"pairs": PAIRS + list(extra_pairs), "recipes": []}}}
+
+
+def stable_rows(store: Store) -> dict[str, list[dict]]:
+    return {str(c.cell.relpath): [{k: v for k, v in r.items() if k not in TIMING} for r in c.rows]
+            for c in store.cells("smoke")}
+
+
+def test_expand_builds_the_notebook_cells_and_rejects_bad_keys():
+    s = sweep.expand(grid(2))
+    assert [t.kind for t in s.tasks] == ["head_to_head", "head_to_head"]
+    notebook = e2e.head_to_head("smoke", "tiny-llama", "sotu", e2e.Size(32, 8, 3, 0, 1), PAIRS, [])
+    assert s.tasks[0].cell == notebook.cell
+    for bad in ({"bogus": 1}, {"analyses": {"nope": {}}}, {"analyses": {"frontier": {"stepz": [1]}}},
+                {"sizes": [{"ctx": 0, "n_eval": 8, "n_passages": 1}]}, {"models": []}, {"device": "tpu"}):
+        with pytest.raises(InputError):
+            sweep.expand({**grid(1), **bad})
+
+
+def test_the_paper_sweep_names_the_paper_profile_cells():
+    from kakeya_lib.paths import REPO_ROOT
+
+    s = sweep.load(REPO_ROOT / "sweeps" / "paper-main.yaml")
+    assert {t.kind for t in s.tasks} == set(e2e.ANALYSES)
+    head = next(t for t in s.tasks if t.kind == "head_to_head")
+    assert Store().has(head.cell), "the committed paper head-to-head cell must be what the sweep file names"
+
+
+def test_local_run_then_rerun_does_no_work_and_failures_are_recorded(tmp_path):
+    s = sweep.expand(grid(2, 2, extra_pairs=("besicovitch:g=3",)))  # g=3 does not divide head_dim 16
+    out = sweep.run_local(s, tmp_path, progress=False)
+    assert [o["status"] for o in out] == ["failed", "failed"]
+    assert "group size g=3 must divide" in out[0]["error"]
+    good = sweep.expand(grid(2, 2))
+    assert [o["status"] for o in sweep.run_local(good, tmp_path, progress=False)] == ["computed", "computed"]
+    assert [o["status"] for o in sweep.run_local(good, tmp_path, progress=False)] == ["skipped", "skipped"]
+    summary = sweep.summarise(s, out, tmp_path)
+    assert summary["counts"] == {"failed": 2} and len(summary["failures"]) == 2
+    assert (tmp_path / "smoke" / "_sweeps" / "sweep.json").is_file()
+
+
+def test_dask_matches_local_and_survives_a_killed_worker(tmp_path):
+    from distributed import Client, LocalCluster
+
+    s = sweep.expand(grid(4, 3))
+    local_root, dask_root = tmp_path / "local", tmp_path / "dask"
+    assert all(o["status"] == "computed" for o in sweep.run_local(s, local_root, progress=False))
+
+    killed: list[int] = []
+
+    def kill_one_busy_worker(client, futures):
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            busy = [addr for addr, keys in client.processing().items() if keys]
+            pids = client.run(os.getpid)
+            if busy and len(pids) == 2:
+                time.sleep(0.5)  # let it get into the cell
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                killed.append(pids[busy[0]])
+            time.sleep(0.05)
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        out = sweep.run_dask(s, dask_root, client=client, on_submitted=kill_one_busy_worker, progress=False)
+    assert killed, "no worker was killed: the test did not exercise the failure"
+    assert [o["status"] for o in out] == ["computed"] * 4
+    assert len(list(Store(dask_root).cells("smoke"))) == 4
+    assert stable_rows(Store(dask_root)) == stable_rows(Store(local_root))
+    again = sweep.run_local(s, dask_root, progress=False)
+    assert [o["status"] for o in again] == ["skipped"] * 4
