@@ -176,7 +176,7 @@ def layer_distribution(rows: Sequence[Mapping[str, Any]], stream: str = "k", ski
         vals = np.array([r["rel_mse"] for r in s])
         q = np.percentile(vals, [0, 25, 50, 75, 100])
         out.append({"config": name, "stream": stream, "n_layers": len(s), "min": q[0], "p25": q[1], "median": q[2],
-                    "p75": q[3], "max": q[4], "mean": float(vals.mean()), "max_over_min": float(q[4] / q[0]),
+                    "p75": q[3], "max": q[4], "mean": float(vals.mean()), "max_over_min": float(q[4] / q[0]) if q[0] else float("nan"),
                     "argmin_layer": s[int(vals.argmin())]["layer"], "argmax_layer": s[int(vals.argmax())]["layer"]})
     return out
 
@@ -197,7 +197,7 @@ def rope_effect(rows: Sequence[Mapping[str, Any]], skip_layers: Sequence[int] = 
         post_mse = float(np.mean([r["rel_mse"] for r in post]))
         pre_b, post_b = sum(r["bytes"] for r in pre), sum(r["bytes"] for r in post)
         out.append({"config": name, "k_rel_mse_post_rope": post_mse, "k_rel_mse_pre_rope": pre_mse,
-                    "mse_ratio": pre_mse / post_mse, "k_bytes_post_rope": post_b, "k_bytes_pre_rope": pre_b,
+                    "mse_ratio": pre_mse / post_mse if post_mse else float("nan"), "k_bytes_post_rope": post_b, "k_bytes_pre_rope": pre_b,
                     "bytes_ratio": pre_b / post_b})
     return out
 
