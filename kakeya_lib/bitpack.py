@@ -194,14 +194,9 @@ def unpack_bits_wide(packed: Any, bits: int, n: int) -> Any:
     _check_wide_bits(bits)
     if bits <= MAX_BITS:
         return unpack_bits(packed, bits, n)
-    xp = namespace_of(packed)
-    p = xp.asarray(packed)
-    need = packed_nbytes_wide(n, bits)
-    if p.ndim != 1 or p.dtype != xp.uint8:
-        raise InputError(f"unpack_bits_wide expects a 1-D uint8 array, got {p.dtype} {tuple(p.shape)}")
-    if p.size < need:
-        raise CorruptBlobError(f"packed stream has {p.size} bytes, {n} values of {bits} bits need {need}")
+    # Each run is validated (dtype, length) by unpack_bits; a short stream raises CorruptBlobError there.
+    p = namespace_of(packed).asarray(packed)
     split = packed_nbytes(n, MAX_BITS)
     low = unpack_bits(p[:split], MAX_BITS, n)
-    high = unpack_bits(p[split:need], bits - MAX_BITS, n)
+    high = unpack_bits(p[split:packed_nbytes_wide(n, bits)], bits - MAX_BITS, n)
     return low | (high << MAX_BITS)
