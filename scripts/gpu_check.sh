@@ -94,15 +94,8 @@ print(f"cupy {cupy.__version__} on {props['name'].decode() if isinstance(props['
 EOF
 }
 
-registry_up() {
-  timeout 15 "$PY" - <<'EOF' >/dev/null 2>&1
-import os, sys, urllib.request
-url = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/") + "/pip/"
-try:
-    urllib.request.urlopen(url, timeout=8)
-except Exception:
-    sys.exit(1)
-EOF
+registry_up() {  # ask pip's own configured index (no host name written here) whether it answers
+  timeout 20 "$PY" -m pip index versions pip >/dev/null 2>&1
 }
 
 install_deps() {  # install what does not import: from the registry when it answers, else carried wheels
