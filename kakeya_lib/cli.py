@@ -28,7 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__, backend, codecs, provenance, synthetic
-from .errors import KakeyaError
+from .codecs.spec import split_pair
+from .errors import KakeyaError, SpecError
 
 DEFAULT_BENCH_SPEC = "kakeya"
 
@@ -288,10 +289,10 @@ DEFAULT_PAIRS = [
 
 
 def _split_pair(text: str) -> tuple[str, str | None]:
-    k, sep, v = text.partition("|")
-    if not k.strip() or (sep and not v.strip()):
-        raise CliError(f"--pair {text!r}: expected SPEC or K_SPEC|V_SPEC")
-    return k.strip(), (v.strip() if sep else None)
+    try:
+        return split_pair(text)
+    except SpecError as exc:
+        raise CliError(f"--{exc}") from exc
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -220,6 +220,13 @@ class Store:
                 continue
             yield self.load(cell)
 
+    def largest(self, profile: str, analysis: str, model: str, corpus: str) -> CellResult | None:
+        """The cell of ``analysis`` with the most passages (then the longest context), or None:
+        what a render step shows when a profile holds several sizes of one analysis."""
+        found = sorted(self.cells(profile, analysis, model, corpus),
+                       key=lambda c: (c.cell.params.get("n_passages", 0), c.cell.params.get("ctx", 0)))
+        return found[-1] if found else None
+
     def rows(self, profile: str | None = None, analysis: str | None = None, model: str | None = None,
              corpus: str | None = None) -> list[dict[str, Any]]:
         """All rows of the matching cells, each with the cell's model, corpus, analysis, label."""

@@ -90,6 +90,9 @@ def expand(spec: Mapping[str, Any], name: str = "sweep") -> Sweep:
     for key in ("profile", "models", "sizes", "analyses"):
         if not spec.get(key):
             raise InputError(f"sweep: '{key}' is required and must not be empty")
+    for key in ("models", "corpora", "sizes"):
+        if key in spec and not isinstance(spec[key], list):
+            raise InputError(f"sweep: '{key}' must be a list, got {type(spec[key]).__name__}")
     device = spec.get("device", "cpu")
     if device not in ("cpu", "gpu"):
         raise InputError(f"sweep: device must be 'cpu' or 'gpu', got {device!r}")
@@ -101,6 +104,9 @@ def expand(spec: Mapping[str, Any], name: str = "sweep") -> Sweep:
         if kind not in _ANALYSIS_KEYS:
             raise InputError(f"sweep: unknown analysis {kind!r}; one of {sorted(_ANALYSIS_KEYS)}")
         _check_keys(f"analyses.{kind}", settings or {}, _ANALYSIS_KEYS[kind])
+        needed = {"frontier": "steps", "depth": "depths", "long_context": "sizes"}.get(kind)
+        if needed and not (settings or {}).get(needed):
+            raise InputError(f"sweep: analyses.{kind} needs a non-empty '{needed}' list")
     profile = str(spec["profile"])
     tasks: list[e2e.Task] = []
     for model in spec["models"]:
@@ -162,6 +168,7 @@ def run_cell(task: e2e.Task, store_root: str, force: bool = False, device: str =
     t0 = time.perf_counter()
     if store.has(task.cell) and not force:
         return {**out, "status": "skipped", "seconds": 0.0}
+    previous = os.environ.get("KAKEYA_DEVICE")
     if device == "gpu":
         os.environ["KAKEYA_DEVICE"] = "gpu"  # codecs run on CuPy here; never a silent CPU fallback
     try:
@@ -170,6 +177,12 @@ def run_cell(task: e2e.Task, store_root: str, force: bool = False, device: str =
     except Exception as exc:  # noqa: BLE001  (a deterministic failure is a result: record it, go on)
         status = "failed"
         out["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
+    finally:  # the local executor shares the caller's process: leave its environment as it was
+        if device == "gpu":
+            if previous is None:
+                os.environ.pop("KAKEYA_DEVICE", None)
+            else:
+                os.environ["KAKEYA_DEVICE"] = previous
     return {**out, "status": status, "seconds": round(time.perf_counter() - t0, 3)}
 
 

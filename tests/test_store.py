@@ -108,3 +108,11 @@ def test_infinities_become_null(tmp_path):
     store = Store(tmp_path)
     store.save(make_cell(), [{"v": math.inf}])
     assert store.load(make_cell()).rows == [{"v": None}]
+
+
+def test_largest_picks_most_passages_then_longest_context(tmp_path):
+    store = Store(tmp_path)
+    for ctx, n in ((64, 2), (128, 2), (32, 8)):
+        store.save(Cell("smoke", "m", "c", "e2e/x", f"ctx{ctx}-n{n}", {"ctx": ctx, "n_passages": n}), [{"ctx": ctx}])
+    assert store.largest("smoke", "e2e/x", "m", "c").rows == [{"ctx": 32}]
+    assert store.largest("smoke", "e2e/none", "m", "c") is None

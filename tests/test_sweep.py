@@ -37,7 +37,8 @@ def test_expand_builds_the_notebook_cells_and_rejects_bad_keys():
     notebook = e2e.head_to_head("smoke", "tiny-llama", "sotu", e2e.Size(32, 8, 3, 0, 1), PAIRS, [])
     assert s.tasks[0].cell == notebook.cell
     for bad in ({"bogus": 1}, {"analyses": {"nope": {}}}, {"analyses": {"frontier": {"stepz": [1]}}},
-                {"sizes": [{"ctx": 0, "n_eval": 8, "n_passages": 1}]}, {"models": []}, {"device": "tpu"}):
+                {"sizes": [{"ctx": 0, "n_eval": 8, "n_passages": 1}]}, {"models": []}, {"device": "tpu"},
+                {"models": "tiny-llama"}, {"analyses": {"frontier": {}}}, {"analyses": {"depth": {"depths": []}}}):
         with pytest.raises(InputError):
             sweep.expand({**grid(1), **bad})
 

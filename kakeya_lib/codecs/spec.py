@@ -44,6 +44,14 @@ def split_spec(spec: str) -> tuple[str, dict[str, str]]:
     return name, raw
 
 
+def split_pair(text: str) -> tuple[str, str | None]:
+    """``"K_SPEC|V_SPEC"`` → (K, V); a single spec codes both streams (V is None)."""
+    k, sep, v = text.partition("|")
+    if not k.strip() or (sep and not v.strip()):
+        raise SpecError(f"pair {text!r}: expected SPEC or K_SPEC|V_SPEC")
+    return k.strip(), (v.strip() if sep else None)
+
+
 def _convert(value: str, hint: Any, key: str, codec: str) -> Any:
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):

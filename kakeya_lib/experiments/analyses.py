@@ -42,11 +42,9 @@ def run_analyses(model: Any, passages: Sequence[Sequence[int]], ctx: int, out: P
     write_rows(ladder, out / "ablation.csv")
     depth = sweeps.run(model, passages, ctx, sweeps.depth_compounding(model.config, OURS_K, OURS_V), **common)
     write_rows(depth, out / "depth_compounding.csv")
-    grid_plans = []
-    for step in steps:
-        k = OURS_K.replace("step=0.55", f"step={step}")
-        v = OURS_V.replace("step=0.7", f"step={step}")
-        grid_plans.append(({"step": step}, sweeps.KVPlan(k, v, protect_tokens=1, name=f"ours step {step}")))
+    from .e2e import frontier_plans  # noqa: PLC0415  (e2e imports this module's recipe specs)
+
+    grid_plans = [({"step": cols["step"]}, plan) for cols, plan in frontier_plans(steps)]
     grid = sweeps.run(model, passages, ctx, grid_plans, **common)
     write_rows(grid, out / "rate_distortion.csv")
     every = ladder + grid

@@ -35,26 +35,20 @@ def load_claims(path: Path = CLAIMS_FILE) -> list[dict[str, Any]]:
     return claims
 
 
-def _largest(store: Store, profile: str, analysis: str, model: str, corpus: str) -> Any:
-    cells = sorted(store.cells(profile, analysis, model, corpus),
-                   key=lambda c: (c.cell.params.get("n_passages", 0), c.cell.params.get("ctx", 0)))
-    return cells[-1] if cells else None
-
-
 def measured_tables(store: Store, profile: str, model: str, corpus: str) -> dict[str, Any]:
     """Our tables a claim can point at: mse_summary, rope, ctx_scaling rows and head_to_head rows,
     with the setup each was measured on."""
     out: dict[str, Any] = {}
-    layers = _largest(store, profile, "mse/layers", model, corpus)
+    layers = store.largest(profile, "mse/layers", model, corpus)
     if layers is not None:
         ref = next(iter(layers.cell.params["configs"]))
         setup = f"{model}, {layers.cell.params['n_passages']} x {layers.cell.params['ctx']} tokens, real bytes"
         out["mse_summary"] = (mse_tables.config_summary(layers.rows, ref), setup)
         out["rope"] = (mse_tables.rope_effect(layers.rows), setup)
-    scaling = _largest(store, profile, "mse/ctx_scaling", model, corpus)
+    scaling = store.largest(profile, "mse/ctx_scaling", model, corpus)
     if scaling is not None:
         out["ctx_scaling"] = (scaling.rows, f"{model}, measured at each length")
-    head = _largest(store, profile, "e2e/head_to_head", model, corpus)
+    head = store.largest(profile, "e2e/head_to_head", model, corpus)
     if head is not None:
         p = head.cell.params
         out["head_to_head"] = (head.rows, f"{model}, ctx {p['ctx']}, {p['n_passages']} passages")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
+from ..codecs.spec import split_pair
 from ..llm.plan import KVPlan
 from ..store import Cell, CellResult, Store
 from .analyses import OURS_K, OURS_V
@@ -31,18 +32,13 @@ BASELINE_PAIRS = ["int:bits=4,rotate=1", "turboquant:bits=4", "turboquant:bits=3
 LONG_CONTEXT_PAIRS = ["turboquant:bits=4"]
 
 
-def _split_pair(text: str) -> tuple[str, str | None]:
-    k, sep, v = text.partition("|")
-    return k.strip(), (v.strip() if sep else None)
-
-
 def comparison_plans(pairs: Sequence[str] = (), recipes: Sequence[str] = ()) -> LabelledPlans:
     """Plans for ``"K_SPEC|V_SPEC"`` (or one spec for both) pairs and named recipes, in that order."""
     from ..llm import recipes as recipe_lib  # noqa: PLC0415
 
     out: LabelledPlans = []
     for text in pairs:
-        k, v = _split_pair(text)
+        k, v = split_pair(text)
         out.append(({"family": "baseline" if not k.startswith("kakeya") else "kakeya", "source": text}, KVPlan(k, v)))
     for name in recipes:
         recipe = recipe_lib.load(name)
