@@ -142,7 +142,11 @@ def load(path: str | os.PathLike) -> Sweep:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"sweep file {str(p)!r} does not exist")
-    return expand(yaml.safe_load(p.read_text()), name=p.stem)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"sweep file {str(p)!r} is not valid YAML: {exc}") from exc
+    return expand(raw, name=p.stem)
 
 
 # ---- one cell ------------------------------------------------------------------------------

@@ -94,3 +94,12 @@ def test_dask_matches_local_and_survives_a_killed_worker(tmp_path):
     assert stable_rows(Store(dask_root)) == stable_rows(Store(local_root))
     again = sweep.run_local(s, dask_root, progress=False)
     assert [o["status"] for o in again] == ["skipped"] * 4
+
+
+def test_unreadable_sweep_files_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profile: [unclosed\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        sweep.load(bad)
+    with pytest.raises(InputError, match="does not exist"):
+        sweep.load(tmp_path / "missing.yaml")
