@@ -9,7 +9,7 @@ Sub-commands::
     kakeya demo                                     the `make reproduce` table on synthetic data
     kakeya eval --model NAME --corpus NAME --codec SPEC [--k-codec SPEC --v-codec SPEC] ... --json OUT
     kakeya capture --model NAME --corpus NAME --ctx N --passages P --out DIR
-    kakeya compare --pair SPEC[|V_SPEC] ... [--recipe NAME ...] --out DIR   side by side, one table
+    kakeya sweep FILE.yaml [--list]                 a grid of end-to-end cells into the results store
     kakeya recipes                                  built-in recipe names, one per line
 
 Bad input exits with status 2 and one line on stderr naming the problem.
@@ -28,7 +28,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__, backend, codecs, provenance, synthetic
-from .codecs.spec import split_pair
 from .errors import KakeyaError, SpecError
 
 DEFAULT_BENCH_SPEC = "kakeya"
@@ -273,97 +272,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-# Baselines at comparable budgets (K|V when they differ); `kakeya compare` runs these by default.
-DEFAULT_PAIRS = [
-    "identity",
-    "kakeya:bits=2",
-    "kakeya:bits=3,pca=rsvd,rank=32",
-    "turboquant:bits=2",
-    "turboquant:bits=3",
-    "turboquant:bits=4",
-    "int:bits=4,rotate=1",
-    "kivi:bits=2|kivi:bits=2,mode=value",
-    "kivi:bits=4|kivi:bits=4,mode=value",
-    "fp8|int:bits=4",
-]
-
-
-def _split_pair(text: str) -> tuple[str, str | None]:
-    try:
-        return split_pair(text)
-    except SpecError as exc:
-        raise CliError(f"--{exc}") from exc
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .experiments.table import summary_row, to_markdown, write_csv  # noqa: PLC0415
-    from .llm.evaluate import evaluate_many  # noqa: PLC0415
-
-    from .llm import recipes  # noqa: PLC0415
-    from .llm.plan import KVPlan  # noqa: PLC0415
-
-    pairs = [_split_pair(p) for p in (args.pair or ([] if args.recipe else DEFAULT_PAIRS))]
-    # bad specs fail here, before the model loads
-    plans = [KVPlan(k, v, protect_tokens=args.protect_tokens, boundary=args.boundary, **_calibration_fields(args))
-             for k, v in pairs]
-    plans += [recipes.load(name).plan() for name in (args.recipe or [])]
-    if any(p.needs_calibration for p in plans) and args.split == "calib":
-        raise CliError("a plan calibrates on the calib split, so it cannot also be evaluated on it; use --split eval")
-    loaded, chosen = _load_llm(args)
-    k_metric = None
-    if args.k_metric:
-        from .llm import qprecond  # noqa: PLC0415
-
-        if args.split == "calib":
-            raise CliError("--k-metric calibrates on the calib split, so it cannot also be evaluated on it")
-        bos = loaded.needs_bos if args.bos == "auto" else args.bos == "yes"
-        k_metric = qprecond.calibrate_on_corpus(loaded.model, loaded.tokenizer, args.corpus, args.ctx,
-                                                n_passages=args.calib_passages, seed=args.calib_seed, bos=bos,
-                                                variant=args.k_metric, model_name=args.model)
-    results = evaluate_many(loaded.model, [p.input_ids for p in chosen], args.ctx, plans,
-                            progress=not args.no_progress, seed=args.seed, mode=args.mode, k_metric=k_metric,
-                            **_calibration_kwargs(args, loaded, plans))
-    meta = provenance.collect(command="compare", model=args.model, family=loaded.family, corpus=args.corpus,
-                              split=args.split, ctx=args.ctx, n_eval=args.n_eval, passages=args.passages,
-                              seed=args.seed, mode=args.mode, plans=[p.label for p in plans],
-                              passage_ids=[p.passage_id for p in chosen])
-    rows = [summary_row(r) for r in results]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"provenance": meta, "results": results}, indent=2))
-    write_csv(rows, out / "summary.csv")
-    table = to_markdown(rows)
-    (out / "summary.md").write_text(table + "\n")
-    print(f"{args.model} / {args.corpus}, ctx {args.ctx}, {args.n_eval} eval tokens, {len(chosen)} passages, "
-          f"seed {args.seed}\n{table}")
-    return 0
-
-
-def cmd_analyses(args: argparse.Namespace) -> int:
-    from .experiments.analyses import run_analyses  # noqa: PLC0415
-    from .llm import qprecond  # noqa: PLC0415
-
-    if args.split == "calib":
-        raise CliError("the analyses calibrate on the calib split; evaluate on --split eval")
-    loaded, chosen = _load_llm(args)
-    bos = loaded.needs_bos if args.bos == "auto" else args.bos == "yes"
-    metric = qprecond.calibrate_on_corpus(loaded.model, loaded.tokenizer, args.corpus, args.ctx,
-                                          n_passages=args.calib_passages, seed=0, bos=bos, variant="rope",
-                                          model_name=args.model)
-    out = Path(args.out)
-    summary = run_analyses(loaded.model, [p.input_ids for p in chosen], args.ctx, out, corpus=args.corpus,
-                           tokenizer=loaded.tokenizer, k_metric=metric, calib_passages=args.calib_passages,
-                           progress=not args.no_progress)
-    meta = provenance.collect(command="analyses", model=args.model, family=loaded.family, corpus=args.corpus,
-                              ctx=args.ctx, n_eval=args.n_eval, passages=args.passages, seed=args.seed,
-                              calib_passages=args.calib_passages, passage_ids=[p.passage_id for p in chosen])
-    (out / "provenance.json").write_text(json.dumps(meta, indent=2))
-    for name in ("ablation", "depth_compounding", "rate_distortion"):
-        print(f"\n## {name}\n" + (out / f"{name}.md").read_text())
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     from . import sweep  # noqa: PLC0415
     from .paths import RESULTS_DIR  # noqa: PLC0415
@@ -512,29 +420,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the full result here")
     _add_calibration_arguments(p)
     p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("compare", help="several codecs side by side on the same passages, one table")
-    _add_llm_arguments(p)
-    p.add_argument("--pair", action="append", help="SPEC or K_SPEC|V_SPEC (repeatable; default: a baseline set)")
-    p.add_argument("--recipe", action="append", help="a recipe name or file (repeatable)")
-    p.add_argument("--protect-tokens", type=int, default=0, help="--pair plans: leading tokens kept exact")
-    p.add_argument("--boundary", type=int, default=0, help="--pair plans: first/last N layers kept uncompressed")
-    p.add_argument("--n-eval", type=int, default=64)
-    p.add_argument("--mode", choices=["roundtrip", "cache"], default="roundtrip")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out", required=True, help="folder for results.json, summary.csv, summary.md")
-    p.add_argument("--k-metric", choices=["plain", "rope"],
-                   help="also score every plan's key error under this calibrated query metric (k_rel_mse_qmetric)")
-    _add_calibration_arguments(p)
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("analyses", help="stage ablation, depth compounding, rate-distortion and MSE-vs-KL tables")
-    _add_llm_arguments(p)
-    p.add_argument("--n-eval", type=int, default=64)
-    p.add_argument("--calib-passages", type=int, default=8)
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out", required=True, help="folder for the CSV/markdown tables and summary.json")
-    p.set_defaults(func=cmd_analyses)
 
     p = sub.add_parser("calibrate", help="calibrate (and cache) a Σ_q query-preconditioning artifact")
     _add_llm_arguments(p)

@@ -12,11 +12,19 @@ write and find the same cells)::
     sizes:
       - {ctx: 1024, n_eval: 64, n_passages: 48, calib_passages: 8}
     analyses:
-      head_to_head: {pairs: ["turboquant:bits=4"], recipes: [ours-ec5], k_metric: true}
+      head_to_head: {recipes: [seed-tier1, ours-5x], entries: [{name: TQ-4 +sink, k: "turboquant:bits=4",
+                     protect_tokens: 1}], k_metric: true}
+      tables: {gain: {entries: [...]}}        # further head-to-head cells, one per name
+      frontier:
+        series:                    # one cell per series: an entry swept over points
+          TurboQuant +sink: {base: {name: tq, k: "turboquant:norms=f16", protect_tokens: 1},
+                             points: [{bits: 2}, {bits: 3}, {bits: 4}]}
+      tuning: {k_steps: [0.45, 0.55], v_steps: [0.7, 0.9], targets: [0.005, 0.01], n_passages: 16}
       ablation: {}
-      frontier: {steps: [0.45, 0.7, 1.0]}
       depth: {depths: [1, 4, 16, 30]}
-      long_context: {sizes: [{ctx: 2048, n_passages: 48}], pairs: ["turboquant:bits=4"], recipes: [ours-ec5]}
+      long_context: {sizes: [{ctx: 2048, n_passages: 48}], pairs: ["turboquant:bits=4"], recipes: [ours-5x]}
+
+The tuning cell reads passages of the corpus's ``calib`` split; every other cell reads ``eval``.
 
 :func:`expand` turns it into :class:`~.experiments.e2e.Task`\\ s; :func:`run_local` and
 :func:`run_dask` run them. Each cell is a library call (no subprocess) through :func:`run_cell`:
@@ -45,12 +53,15 @@ from .store import Store
 _TOP_KEYS = {"profile", "models", "corpora", "seed", "device", "sizes", "analyses", "name"}
 _SIZE_KEYS = {"ctx", "n_eval", "n_passages", "calib_passages"}
 _ANALYSIS_KEYS = {
-    "head_to_head": {"pairs", "recipes", "k_metric"},
+    "head_to_head": {"pairs", "recipes", "entries", "k_metric"},
+    "tables": set(),  # {NAME: {entries: [...]}}: further head-to-head cells (e.g. "where the gain comes from")
+    "frontier": {"series"},
+    "tuning": {"k_steps", "v_steps", "targets", "n_passages"},
     "ablation": set(),
-    "frontier": {"steps"},
     "depth": {"depths"},
-    "long_context": {"sizes", "pairs", "recipes"},
+    "long_context": {"sizes", "pairs", "recipes", "entries"},
 }
+_SERIES_KEYS = {"base", "points"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +114,16 @@ def expand(spec: Mapping[str, Any], name: str = "sweep") -> Sweep:
     for kind, settings in analyses.items():
         if kind not in _ANALYSIS_KEYS:
             raise InputError(f"sweep: unknown analysis {kind!r}; one of {sorted(_ANALYSIS_KEYS)}")
-        _check_keys(f"analyses.{kind}", settings or {}, _ANALYSIS_KEYS[kind])
-        needed = {"frontier": "steps", "depth": "depths", "long_context": "sizes"}.get(kind)
+        if kind != "tables":  # its keys are table names
+            _check_keys(f"analyses.{kind}", settings or {}, _ANALYSIS_KEYS[kind])
+        needed = {"frontier": "series", "depth": "depths", "long_context": "sizes",
+                  "tuning": "k_steps"}.get(kind)
         if needed and not (settings or {}).get(needed):
-            raise InputError(f"sweep: analyses.{kind} needs a non-empty '{needed}' list")
+            raise InputError(f"sweep: analyses.{kind} needs a non-empty '{needed}'")
+        if kind == "frontier":
+            _check_series(settings["series"])
+        if kind == "tables":
+            _check_tables(settings)
     profile = str(spec["profile"])
     tasks: list[e2e.Task] = []
     for model in spec["models"]:
@@ -114,25 +131,58 @@ def expand(spec: Mapping[str, Any], name: str = "sweep") -> Sweep:
             for i, raw in enumerate(spec["sizes"]):
                 size = _size(f"sizes[{i}]", raw, seed)
                 for kind, settings in analyses.items():
-                    s = dict(settings or {})
-                    if kind == "head_to_head":
-                        tasks.append(e2e.head_to_head(profile, model, corpus, size, s.get("pairs", e2e.BASELINE_PAIRS),
-                                                      s.get("recipes", []), bool(s.get("k_metric", False))))
-                    elif kind == "ablation":
-                        tasks.append(e2e.ablation(profile, model, corpus, size))
-                    elif kind == "frontier":
-                        tasks.append(e2e.frontier(profile, model, corpus, size, s["steps"]))
-                    elif kind == "depth":
-                        tasks.append(e2e.depth(profile, model, corpus, size, s["depths"]))
-                    else:
-                        for j, long_raw in enumerate(s.get("sizes", [])):
-                            long = _size(f"analyses.long_context.sizes[{j}]", long_raw, seed, size)
-                            tasks.append(e2e.long_context(profile, model, corpus, long,
-                                                          s.get("pairs", e2e.LONG_CONTEXT_PAIRS), s.get("recipes", [])))
+                    tasks += _tasks(kind, dict(settings or {}), profile, model, corpus, size, seed)
     seen: dict[str, e2e.Task] = {}
     for t in tasks:  # the same cell twice (e.g. one long-context size listed twice) runs once
         seen.setdefault(str(t.cell.relpath), t)
     return Sweep(str(spec.get("name", name)), profile, device, tuple(seen.values()))
+
+
+def _check_series(series: Any) -> None:
+    if not isinstance(series, Mapping):
+        raise InputError("sweep: analyses.frontier.series must map series names to {base, points}")
+    for name, body in series.items():
+        if not isinstance(body, Mapping) or not body.get("points") or "base" not in body:
+            raise InputError(f"sweep: frontier series {name!r} needs a 'base' entry and a non-empty 'points' list")
+        _check_keys(f"analyses.frontier.series.{name}", body, _SERIES_KEYS)
+
+
+def _check_tables(tables: Any) -> None:
+    if not isinstance(tables, Mapping) or not tables:
+        raise InputError("sweep: analyses.tables must map table names to {entries: [...]}")
+    for name, body in tables.items():
+        if not isinstance(body, Mapping) or not body.get("entries"):
+            raise InputError(f"sweep: table {name!r} needs a non-empty 'entries' list")
+        _check_keys(f"analyses.tables.{name}", body, {"entries"})
+
+
+def _tasks(kind: str, s: dict[str, Any], profile: str, model: str, corpus: str, size: e2e.Size, seed: int
+           ) -> list[e2e.Task]:
+    """The tasks of one analysis for one model, corpus and size."""
+    if kind == "head_to_head":
+        pairs = s.get("pairs", [] if (s.get("recipes") or s.get("entries")) else e2e.BASELINE_PAIRS)
+        return [e2e.head_to_head(profile, model, corpus, size, pairs, s.get("recipes", []), bool(s.get("k_metric", False)),
+                                 s.get("entries", []))]
+    if kind == "tables":
+        return [e2e.head_to_head(profile, model, corpus, size, entries=body["entries"], table=str(name))
+                for name, body in s.items()]
+    if kind == "frontier":
+        return [e2e.frontier(profile, model, corpus, size, str(name), body["base"], body["points"])
+                for name, body in s["series"].items()]
+    if kind == "tuning":
+        tune = dataclasses.replace(size, n_passages=int(s.get("n_passages", size.n_passages)))
+        return [e2e.tuning(profile, model, corpus, tune, s["k_steps"], s.get("v_steps", s["k_steps"]),
+                           s.get("targets", [0.005, 0.01]))]
+    if kind == "ablation":
+        return [e2e.ablation(profile, model, corpus, size)]
+    if kind == "depth":
+        return [e2e.depth(profile, model, corpus, size, s["depths"])]
+    out = []
+    for j, long_raw in enumerate(s.get("sizes", [])):
+        long = _size(f"analyses.long_context.sizes[{j}]", long_raw, seed, size)
+        out.append(e2e.long_context(profile, model, corpus, long, s.get("pairs", e2e.LONG_CONTEXT_PAIRS),
+                                    s.get("recipes", []), s.get("entries", [])))
+    return out
 
 
 def load(path: str | os.PathLike) -> Sweep:

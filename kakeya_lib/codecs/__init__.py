@@ -56,9 +56,21 @@ def decode(blob: bytes, device: str | None = None) -> Any:
     return get(read_container(blob).spec).decode(blob, device=device)
 
 
+def with_keys(spec: str, **keys: Any) -> str:
+    """``spec`` with ``keys`` set (added or replaced), validated and in canonical form.
+
+    >>> with_keys("kakeya:step=0.55,entropy=1", step=0.7)
+    'kakeya:entropy=1,step=0.7'
+    """
+    name, raw = split_spec(spec)
+    raw.update({k: str(v) for k, v in keys.items()})
+    body = ",".join(f"{k}={v}" for k, v in raw.items())
+    return get(f"{name}:{body}" if body else name).spec
+
+
 def ledger(blob: bytes) -> dict[str, int]:
     """Per-component byte ledger of any blob (sums to ``len(blob)``)."""
     return read_container(blob).ledger()
 
 
-__all__ = ["Codec", "decode", "format_spec", "get", "ledger", "names", "ratio_vs_bf16", "register"]
+__all__ = ["Codec", "decode", "format_spec", "get", "ledger", "names", "ratio_vs_bf16", "register", "with_keys"]

@@ -2,9 +2,19 @@
 
 A :class:`Task` is one cell of work: which analysis, its plans, and the :class:`~..store.Cell`
 (profile, model, corpus, parameters) its rows are stored under. The task constructors
-(:func:`head_to_head`, :func:`ablation`, :func:`frontier`, :func:`depth`, :func:`long_context`)
-are the only place those parameters are assembled, so a notebook, a local sweep and a sweep on a
-cluster name the same cell the same way and find each other's results.
+(:func:`head_to_head`, :func:`frontier`, :func:`tuning`, :func:`ablation`, :func:`depth`,
+:func:`long_context`) are the only place those parameters are assembled, so a notebook, a local
+sweep and a sweep on a cluster name the same cell the same way and find each other's results.
+
+Rows of a comparison are *entries* (:func:`entry_plans`): a recipe name, a ``"K_SPEC|V_SPEC"``
+pair, or a mapping ``{name, family, recipe | k [, v], protect_tokens, hot_tokens, boundary}``
+(a recipe with overrides, or specs with their exact tokens), so every codec can be given the same
+exact tokens and every row says which it had. A frontier *series* is one entry plus the points
+it is swept over (:func:`series_plans`); each series is a cell of its own.
+
+Tuning (:func:`tuning`) runs only on passages of the corpus's ``calib`` split and picks, by a
+stated rule (:func:`select_by_kl`), the parameters our recipes ship with; evaluation passages
+never choose anything.
 
 A :class:`Session` holds one model + corpus and loads the model only when a cell actually has
 to be computed, so a notebook whose results are all in the store runs in seconds;
@@ -15,46 +25,118 @@ side on the same passages (:func:`evaluate_rows`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any, Mapping, Sequence
 
+from .. import codecs
 from ..codecs.spec import split_pair
+from ..errors import InputError
+from ..llm import recipes as recipe_lib
 from ..llm.plan import KVPlan
 from ..store import Cell, CellResult, Store
-from .analyses import OURS_K, OURS_V
 from .sweeps import ablation_ladder, depth_compounding
 from .table import summary_row
 
 LabelledPlans = list[tuple[dict[str, Any], KVPlan]]
 
-# The strongest baselines at comparable budgets ("K|V" when they differ): rotated int4 (llama.cpp's
-# Hadamard q4 family), TurboQuant at 4 and 3 bits, KIVI-4.
+# The recipe the frontier-free analyses (depth, long context) are run with.
+HEADLINE_RECIPE = "ours-5x"
+# Our recipe's structure, whose grid steps the tuning analysis chooses (pre-RoPE rows, block mean, no
+# basis; K with 16 spherical k-means centres; Hadamard; entropy-coded uniform grid; 8-bit row scalars;
+# one block per layer stream at ctx 1024 on a 3-KV-head model; the sink token exact).
+OURS_TEMPLATE_K = "kakeya:pca=none,bits=5,quant=uniform,entropy=1,scalar_bits=8,block=3072"
+OURS_TEMPLATE_V = "kakeya:pca=none,k=0,bits=5,quant=uniform,entropy=1,scalar_bits=8,block=3072"
+# The rule that picks a tuned recipe: the largest ratio whose KL on the tuning passages is <= target.
+TUNING_RULE = "largest ratio_vs_bf16 with kl_mean <= target on calib-split passages"
+
+# The strongest baselines at comparable budgets ("K|V" when they differ).
 BASELINE_PAIRS = ["int:bits=4,rotate=1", "turboquant:bits=4", "turboquant:bits=3", "kivi:bits=4|kivi:bits=4,mode=value"]
 LONG_CONTEXT_PAIRS = ["turboquant:bits=4"]
+_ENTRY_KEYS = {"name", "family", "recipe", "k", "v", "protect_tokens", "hot_tokens", "boundary"}
 
 
-def comparison_plans(pairs: Sequence[str] = (), recipes: Sequence[str] = ()) -> LabelledPlans:
-    """Plans for ``"K_SPEC|V_SPEC"`` (or one spec for both) pairs and named recipes, in that order."""
-    from ..llm import recipes as recipe_lib  # noqa: PLC0415
-
+def entry_plans(entries: Sequence[Any]) -> LabelledPlans:
+    """Labelled plans for comparison entries (see the module docstring), in order."""
     out: LabelledPlans = []
-    for text in pairs:
-        k, v = split_pair(text)
-        out.append(({"family": "baseline" if not k.startswith("kakeya") else "kakeya", "source": text}, KVPlan(k, v)))
-    for name in recipes:
-        recipe = recipe_lib.load(name)
-        out.append(({"family": recipe.family, "source": name}, recipe.plan()))
+    for entry in entries:
+        if isinstance(entry, str) and (":" in entry or "|" in entry or entry in codecs.names()):
+            k, v = split_pair(entry)
+            family = "kakeya" if k.startswith("kakeya") else "baseline"
+            out.append(({"family": family, "source": entry}, KVPlan(k, v)))
+        elif isinstance(entry, str):
+            recipe = recipe_lib.load(entry)
+            out.append(({"family": recipe.family, "source": entry}, recipe.plan()))
+        elif isinstance(entry, Mapping):
+            out.append(_mapping_plan(entry))
+        else:
+            raise InputError(f"a comparison entry is a recipe name, a 'K|V' pair or a mapping, got {entry!r}")
     return out
 
 
-def frontier_plans(steps: Sequence[float], k_base: str = OURS_K, v_base: str = OURS_V) -> LabelledPlans:
-    """Our recipe with the uniform grid step swept (the step sets the rate), sink token exact."""
+def _mapping_plan(entry: Mapping[str, Any]) -> tuple[dict[str, Any], KVPlan]:
+    unknown = set(entry) - _ENTRY_KEYS
+    if unknown:
+        raise InputError(f"entry {dict(entry)!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_ENTRY_KEYS)}")
+    if not entry.get("name"):
+        raise InputError(f"entry {dict(entry)!r} needs a 'name' (the row label)")
+    if ("recipe" in entry) == ("k" in entry):
+        raise InputError(f"entry {entry['name']!r}: give either 'recipe' or 'k' (with an optional 'v')")
+    overrides = {key: int(entry[key]) for key in ("protect_tokens", "hot_tokens", "boundary") if key in entry}
+    if "recipe" in entry:
+        recipe = recipe_lib.load(str(entry["recipe"]))
+        plan = dataclasses.replace(recipe.plan(), name=str(entry["name"]), **overrides)
+        family, source = recipe.family, str(entry["recipe"])
+    else:
+        plan = KVPlan(str(entry["k"]), entry.get("v"), name=str(entry["name"]), **overrides)
+        family, source = "baseline", str(entry["k"]) + (f"|{entry['v']}" if entry.get("v") else "")
+    return {"family": str(entry.get("family", family)), "source": source}, plan
+
+
+def series_plans(name: str, base: Any, points: Sequence[Mapping[str, Any]]) -> LabelledPlans:
+    """One frontier series: ``base`` (an entry) at each point.
+
+    A point maps spec keys to values, set on both the K and V specs (``{bits: 3}``), or holds
+    ``k:`` / ``v:`` mappings for one stream only (``{k: {step: 0.5}, v: {step: 0.7}}``).
+    """
+    if not points:
+        raise InputError(f"series {name!r} has no points")
+    (cols, plan), = entry_plans([base])
     out: LabelledPlans = []
-    for step in steps:
-        k = k_base.replace("step=0.55", f"step={step}")
-        v = v_base.replace("step=0.7", f"step={step}")
-        out.append(({"step": step, "family": "ours", "source": "frontier"},
-                    KVPlan(k, v, protect_tokens=1, name=f"ours step {step}")))
+    for point in points:
+        both = {key: val for key, val in point.items() if key not in ("k", "v")}
+        k = codecs.with_keys(plan.k, **both, **(point.get("k") or {}))
+        v = codecs.with_keys(plan.v or plan.k, **both, **(point.get("v") or {}))
+        label = f"{name} " + _point_label(point)
+        out.append(({**cols, "series": name, "point": dict(point)},
+                    dataclasses.replace(plan, k=k, v=v, name=label)))
     return out
+
+
+def _point_label(point: Mapping[str, Any]) -> str:
+    parts = []
+    for key, val in point.items():
+        if isinstance(val, Mapping):
+            parts += [f"{key.upper()} {k2}={v2}" for k2, v2 in val.items()]
+        else:
+            parts.append(f"{key}={val}")
+    return ", ".join(parts)
+
+
+def tuning_plans(k_steps: Sequence[float], v_steps: Sequence[float]) -> LabelledPlans:
+    """Our recipe's structure at every (K step, V step) on the grid, sink token exact."""
+    out: LabelledPlans = []
+    for ks, vs in itertools.product(k_steps, v_steps):
+        k = codecs.with_keys(OURS_TEMPLATE_K, step=ks)
+        v = codecs.with_keys(OURS_TEMPLATE_V, step=vs)
+        out.append(({"k_step": ks, "v_step": vs, "family": "ours", "source": "tuning"},
+                    KVPlan(k, v, protect_tokens=1, name=f"ours K step {ks}, V step {vs}")))
+    return out
+
+
+def select_by_kl(rows: Sequence[Mapping[str, Any]], target: float) -> Mapping[str, Any] | None:
+    """The tuning rule (:data:`TUNING_RULE`): the row of largest ratio whose ``kl_mean`` <= target."""
+    ok = [r for r in rows if r["kl_mean"] is not None and r["kl_mean"] <= target]
+    return max(ok, key=lambda r: r["ratio_vs_bf16"]) if ok else None
 
 
 def ablation_plans(block: int | None = None) -> LabelledPlans:
@@ -62,10 +144,11 @@ def ablation_plans(block: int | None = None) -> LabelledPlans:
     return ablation_ladder(block=block)
 
 
-def depth_plans(config: Any, depths: Sequence[int] | None = None, k: str = OURS_K, v: str = OURS_V) -> LabelledPlans:
-    """Our recipe on the first ``depth`` compressible layers only, sink token exact."""
-    plans = depth_compounding(config, k, v, depths)
-    return [(cols, dataclasses.replace(plan, protect_tokens=1)) for cols, plan in plans]
+def depth_plans(config: Any, depths: Sequence[int] | None = None, recipe: str = HEADLINE_RECIPE) -> LabelledPlans:
+    """Our recipe on the first ``depth`` compressible layers only, with its exact tokens."""
+    base = recipe_lib.load(recipe).plan()
+    plans = depth_compounding(config, base.k, base.v, depths)
+    return [(cols, dataclasses.replace(plan, protect_tokens=base.protect_tokens)) for cols, plan in plans]
 
 
 def evaluate_rows(model: Any, passages: Sequence[Sequence[int]], ctx: int, labelled: LabelledPlans, **kwargs: Any
@@ -77,7 +160,8 @@ def evaluate_rows(model: Any, passages: Sequence[Sequence[int]], ctx: int, label
     rows = []
     for (cols, _), res in zip(labelled, results):
         rows.append({**cols, **summary_row(res), "ctx": ctx, "codec_seconds": res.get("codec_seconds"),
-                     "compressed_layers": len(res.get("compressed_layers") or [])})
+                     "compressed_layers": len(res.get("compressed_layers") or []),
+                     "kvtc_artifact_bytes": (res.get("kvtc") or {}).get("artifact_bytes")})
     return rows, results
 
 
@@ -99,15 +183,17 @@ class Size:
         return f"ctx{self.ctx}-n{self.n_passages}"
 
 
-ANALYSES = ("head_to_head", "ablation", "frontier", "depth", "long_context")
+ANALYSES = ("head_to_head", "frontier", "tuning", "ablation", "depth", "long_context")
+# Tuning passages: the calib split, with a seed of their own (calibration windows use seed 0).
+TUNING_SEED = 1
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
     """One cell of end-to-end work (picklable: it travels to sweep workers).
 
-    ``args`` holds what builds the plans (pairs, recipes, steps, depths); ``cell.params`` holds
-    what identifies the result (sizes and the plans' labels).
+    ``args`` holds what builds the plans (entries, series points, steps, depths); ``cell.params``
+    holds what identifies the result (sizes and the plans' labels).
     """
 
     kind: str
@@ -116,13 +202,19 @@ class Task:
     args: Mapping[str, Any]
     k_metric: bool = False
 
+    @property
+    def split(self) -> str:
+        return "calib" if self.kind == "tuning" else "eval"
+
     def plans(self, session: "Session | None" = None) -> LabelledPlans:
         if self.kind in ("head_to_head", "long_context"):
-            return comparison_plans(self.args["pairs"], self.args["recipes"])
+            return entry_plans(self.args["entries"])
+        if self.kind == "frontier":
+            return series_plans(self.args["series"], self.args["base"], self.args["points"])
+        if self.kind == "tuning":
+            return tuning_plans(self.args["k_steps"], self.args["v_steps"])
         if self.kind == "ablation":
             return ablation_plans(self.args.get("block"))
-        if self.kind == "frontier":
-            return frontier_plans(self.args["steps"])
         if self.kind == "depth":
             if session is None:
                 raise ValueError("depth plans need the model's config (a session)")
@@ -131,24 +223,64 @@ class Task:
 
     def compute(self, session: "Session") -> tuple[list[dict[str, Any]], dict[str, Any]]:
         s = self.size
-        return session.run(self.plans(session), s.ctx, s.n_eval, s.n_passages, s.calib_passages, k_metric=self.k_metric)
+        rows, results = session.run(self.plans(session), s.ctx, s.n_eval, s.n_passages, s.calib_passages,
+                                    k_metric=self.k_metric, split=self.split,
+                                    passage_seed=TUNING_SEED if self.kind == "tuning" else None)
+        if self.kind == "tuning":
+            rows = mark_selected(rows, self.args["targets"])
+        return rows, results
 
 
-def _cell(profile: str, model: str, corpus: str, kind: str, size: Size, **extra: Any) -> Cell:
-    return Cell(profile, model, corpus, f"e2e/{kind}", size.label, {**size.params(), **extra})
+def mark_selected(rows: list[dict[str, Any]], targets: Sequence[float]) -> list[dict[str, Any]]:
+    """Add ``selected_for_kl``: the KL targets for which :func:`select_by_kl` picks each row."""
+    chosen = {t: select_by_kl(rows, t) for t in targets}
+    return [{**r, "selected_for_kl": [t for t, c in chosen.items() if c is r]} for r in rows]
+
+
+def _cell(profile: str, model: str, corpus: str, kind: str, size: Size, label: str | None = None, **extra: Any) -> Cell:
+    return Cell(profile, model, corpus, f"e2e/{kind}", label or size.label, {**size.params(), **extra})
 
 
 def _labels(plans: LabelledPlans) -> list[str]:
     return [p.label for _, p in plans]
 
 
-def head_to_head(profile: str, model: str, corpus: str, size: Size, pairs: Sequence[str], recipes: Sequence[str],
-                 k_metric: bool = False) -> Task:
-    """Baselines (``"K|V"`` spec pairs) and recipes side by side."""
-    args = {"pairs": list(pairs), "recipes": list(recipes)}
-    labels = _labels(comparison_plans(pairs, recipes))
-    return Task("head_to_head", _cell(profile, model, corpus, "head_to_head", size, k_metric=k_metric, plans=labels),
-                size, args, k_metric)
+def _entries(pairs: Sequence[Any], recipes: Sequence[str], entries: Sequence[Any]) -> list[Any]:
+    return [*pairs, *recipes, *entries]
+
+
+def head_to_head(profile: str, model: str, corpus: str, size: Size, pairs: Sequence[str] = (),
+                 recipes: Sequence[str] = (), k_metric: bool = False, entries: Sequence[Any] = (),
+                 table: str | None = None) -> Task:
+    """Comparison entries side by side (``table`` names a second head-to-head cell, e.g. ``gain``)."""
+    every = _entries(pairs, recipes, entries)
+    plans = entry_plans(every)
+    exact = [(p.protect_tokens, p.hot_tokens, p.boundary) for _, p in plans]
+    label = None if table is None else f"{table}-{size.label}"
+    extra = {} if table is None else {"table": table}
+    return Task("head_to_head", _cell(profile, model, corpus, "head_to_head", size, label, k_metric=k_metric,
+                                      plans=_labels(plans), exact_tokens=exact, **extra),
+                size, {"entries": list(every)}, k_metric)
+
+
+def frontier(profile: str, model: str, corpus: str, size: Size, series: str, base: Any,
+             points: Sequence[Mapping[str, Any]]) -> Task:
+    """One codec series at several rates (one cell per series)."""
+    plans = series_plans(series, base, points)
+    slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in series).strip("-") or "series"
+    return Task("frontier", _cell(profile, model, corpus, "frontier", size, f"{slug}-{size.label}",
+                                  series=series, plans=_labels(plans),
+                                  exact_tokens=[(p.protect_tokens, p.hot_tokens, p.boundary) for _, p in plans]),
+                size, {"series": series, "base": base, "points": [dict(p) for p in points]})
+
+
+def tuning(profile: str, model: str, corpus: str, size: Size, k_steps: Sequence[float], v_steps: Sequence[float],
+           targets: Sequence[float]) -> Task:
+    """Our recipe's grid steps on **calib-split** passages; rows marked with the targets they win."""
+    plans = tuning_plans(k_steps, v_steps)
+    return Task("tuning", _cell(profile, model, corpus, "tuning", size, split="calib", passage_seed=TUNING_SEED,
+                                rule=TUNING_RULE, targets=list(targets), plans=_labels(plans)),
+                size, {"k_steps": list(k_steps), "v_steps": list(v_steps), "targets": list(targets)})
 
 
 def ablation(profile: str, model: str, corpus: str, size: Size) -> Task:
@@ -157,24 +289,20 @@ def ablation(profile: str, model: str, corpus: str, size: Size) -> Task:
     return Task("ablation", _cell(profile, model, corpus, "ablation", size, plans=labels), size, {})
 
 
-def frontier(profile: str, model: str, corpus: str, size: Size, steps: Sequence[float]) -> Task:
-    """Our recipe at several grid steps."""
-    labels = _labels(frontier_plans(steps))
-    return Task("frontier", _cell(profile, model, corpus, "frontier", size, plans=labels), size, {"steps": list(steps)})
-
-
 def depth(profile: str, model: str, corpus: str, size: Size, depths: Sequence[int]) -> Task:
     """Our recipe on the first k layers, for each k in ``depths`` (clipped to the model)."""
-    return Task("depth", _cell(profile, model, corpus, "depth", size, depths=list(depths)), size,
-                {"depths": list(depths)})
+    return Task("depth", _cell(profile, model, corpus, "depth", size, depths=list(depths), recipe=HEADLINE_RECIPE),
+                size, {"depths": list(depths)})
 
 
-def long_context(profile: str, model: str, corpus: str, size: Size, pairs: Sequence[str], recipes: Sequence[str]
-                 ) -> Task:
-    """The same plans at a longer prefix (``size`` carries the long ``ctx`` and its passage count)."""
-    args = {"pairs": list(pairs), "recipes": list(recipes)}
-    labels = _labels(comparison_plans(pairs, recipes))
-    return Task("long_context", _cell(profile, model, corpus, "long_context", size, plans=labels), size, args)
+def long_context(profile: str, model: str, corpus: str, size: Size, pairs: Sequence[str] = (),
+                 recipes: Sequence[str] = (), entries: Sequence[Any] = ()) -> Task:
+    """The same entries at a longer prefix (``size`` carries the long ``ctx`` and its passage count)."""
+    every = _entries(pairs, recipes, entries)
+    plans = entry_plans(every)
+    return Task("long_context", _cell(profile, model, corpus, "long_context", size, plans=_labels(plans),
+                                      exact_tokens=[(p.protect_tokens, p.hot_tokens, p.boundary) for _, p in plans]),
+                size, {"entries": list(every)})
 
 
 def run_task(store: Store, task: Task, session: "Session", force: bool = False) -> CellResult:
@@ -210,7 +338,7 @@ class Session:
     seed: int = 0
     progress: bool = False
     _loaded: Any = dataclasses.field(default=None, repr=False)
-    _passages: dict[tuple[int, int, int], Any] = dataclasses.field(default_factory=dict, repr=False)
+    _passages: dict[tuple[int, int, int, str, int], Any] = dataclasses.field(default_factory=dict, repr=False)
     _metrics: dict[tuple[int, int], Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
@@ -241,14 +369,15 @@ class Session:
     def config(self) -> Any:
         return self.loaded.model.config
 
-    def passages(self, ctx: int, n_eval: int, n: int) -> list[Any]:
-        """``n`` eval-split passages of ``ctx + n_eval`` tokens (seeded, cached)."""
-        key = (ctx, n_eval, n)
+    def passages(self, ctx: int, n_eval: int, n: int, split: str = "eval", seed: int | None = None) -> list[Any]:
+        """``n`` passages of ``ctx + n_eval`` tokens from ``split`` (seeded, cached)."""
+        seed = self.seed if seed is None else seed
+        key = (ctx, n_eval, n, split, seed)
         if key not in self._passages:
             from ..llm import corpora  # noqa: PLC0415
 
-            self._passages[key] = corpora.passages(self.corpus, self.loaded.tokenizer, ctx, n_eval, n, self.seed,
-                                                   split="eval", bos=self.loaded.needs_bos)
+            self._passages[key] = corpora.passages(self.corpus, self.loaded.tokenizer, ctx, n_eval, n, seed,
+                                                   split=split, bos=self.loaded.needs_bos)
         return self._passages[key]
 
     def k_metric(self, ctx: int, calib_passages: int) -> Any:
@@ -290,13 +419,16 @@ class Session:
                 "calib_seed": 0, "bos": self.loaded.needs_bos}
 
     def run(self, labelled: LabelledPlans, ctx: int, n_eval: int, n_passages: int, calib_passages: int = 8,
-            k_metric: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Evaluate plans on this session's passages: (rows, {"results", "passage_ids"})."""
-        chosen = self.passages(ctx, n_eval, n_passages)
+            k_metric: bool = False, split: str = "eval", passage_seed: int | None = None
+            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Evaluate plans on this session's passages of ``split``:
+        (rows, {"results", "passage_ids", "doc_ids", "split"})."""
+        chosen = self.passages(ctx, n_eval, n_passages, split, passage_seed)
         metric = self.k_metric(ctx, calib_passages) if k_metric else None
         rows, results = evaluate_rows(self.model, [p.input_ids for p in chosen], ctx, labelled, progress=self.progress,
                                       seed=self.seed, k_metric=metric, **self.calibration_kwargs(calib_passages))
-        return rows, {"results": results, "passage_ids": [p.passage_id for p in chosen]}
+        return rows, {"results": results, "split": split, "passage_ids": [p.passage_id for p in chosen],
+                      "doc_ids": [list(p.doc_ids) for p in chosen]}
 
     def provenance(self, **extra: Any) -> Mapping[str, Any]:
         """Fields for the store's provenance sidecar."""

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 COLUMNS = (
     "plan", "k_codec", "v_codec", "bits_per_elem", "ratio_vs_bf16", "delta_ppl_pct", "delta_ppl_ci_lo",
-    "delta_ppl_ci_hi", "kl_mean", "top1_pct", "k_rel_mse", "v_rel_mse", "k_rel_mse_qmetric", "n_passages",
-    "n_scored_tokens",
+    "delta_ppl_ci_hi", "kl_mean", "kl_ci_lo", "kl_ci_hi", "top1_pct", "k_rel_mse", "v_rel_mse", "k_rel_mse_qmetric", "n_passages",
+    "n_scored_tokens", "protect_tokens", "hot_tokens", "boundary",
 )
 
 
@@ -31,12 +31,18 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
         "delta_ppl_ci_lo": lo,
         "delta_ppl_ci_hi": hi,
         "kl_mean": result["kl_mean"],
+        "kl_ci_lo": (result.get("kl_ci95") or [None, None])[0],
+        "kl_ci_hi": (result.get("kl_ci95") or [None, None])[1],
         "top1_pct": result["top1_pct"],
         "k_rel_mse": result["k_rel_mse"],
         "v_rel_mse": result["v_rel_mse"],
         "k_rel_mse_qmetric": result.get("k_rel_mse_qmetric"),
         "n_passages": result["n_passages"],
         "n_scored_tokens": result["n_scored_tokens"],
+        # The exact tokens every row must state: a comparison is fair only when they match.
+        "protect_tokens": result.get("protect_tokens", 0),
+        "hot_tokens": result.get("hot_tokens", 0),
+        "boundary": result.get("boundary", 0),
     }
 
 

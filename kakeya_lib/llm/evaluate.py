@@ -136,22 +136,37 @@ def bootstrap_delta_ppl(scores: Sequence[PassageScore], n_boot: int = 2000, seed
     return [float(lo), float(hi)]
 
 
+def bootstrap_mean(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap CI of the mean of per-passage values (passages resampled)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return [float("nan"), float("nan")]
+    idx = np.random.default_rng(seed).integers(0, v.size, size=(n_boot, v.size))
+    lo, hi = np.percentile(v[idx].mean(axis=1), [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
 def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: list[Any], protect: int,
-               key_factors: Sequence[Any] | None = None, k_metric: Any | None = None) -> None:
+               key_factors: Sequence[Any] | None = None, k_metric: Any | None = None, recent: int = 0) -> None:
     """Replace K and V of every compressed layer of ``cache`` by decode(encode(·)), in place;
-    the first ``protect`` tokens stay exact. ``key_factors[i]`` = (L, L⁻¹): code layer i's keys
-    whitened (``K L``) and unwhiten the decoded rows (``· L⁻¹``)."""
+    the first ``protect`` and the last ``recent`` tokens stay exact (billed at bf16).
+    ``key_factors[i]`` = (L, L⁻¹): code layer i's keys whitened (``K L``) and unwhiten the decoded
+    rows (``· L⁻¹``)."""
     for i, layer in enumerate(cache.layers):
         keys, values = layer.keys, layer.values
         tallies[i].bf16_bytes += 2 * (keys.numel() + values.numel())
         if layer_codecs[i] is None:
             continue
-        keep = min(protect, keys.shape[2])
-        tallies[i].protected_bytes += 2 * keep * (keys.shape[1] * keys.shape[3] + values.shape[1] * values.shape[3])
+        n_tok = keys.shape[2]
+        keep = min(protect, n_tok)
+        end = max(keep, n_tok - recent)
+        per_token = 2 * (keys.shape[1] * keys.shape[3] + values.shape[1] * values.shape[3])
+        tallies[i].protected_bytes += keep * per_token
+        tallies[i].hot_bytes += (n_tok - end) * per_token
         for stream, tensor, codec in (("k", keys, layer_codecs[i][0]), ("v", values, layer_codecs[i][1])):
-            if keep == tensor.shape[2]:
+            if end == keep:
                 continue
-            rows = to_rows(tensor[:, :, keep:])
+            rows = to_rows(tensor[:, :, keep:end])
             factors = key_factors[i] if key_factors is not None and stream == "k" else None
             if factors is None:
                 blob = codec.encode(rows)
@@ -165,7 +180,8 @@ def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: lis
             tallies[i].add(stream, rows, decoded, len(blob))
             if stream == "k" and k_metric is not None and i in k_metric.chol:
                 tallies[i].add_metric(rows, decoded, k_metric.chol[i])
-            rebuilt = torch.cat([tensor[:, :, :keep], from_rows(decoded, tensor.shape[1], tensor)], dim=2)
+            rebuilt = torch.cat([tensor[:, :, :keep], from_rows(decoded, tensor.shape[1], tensor), tensor[:, :, end:]],
+                                dim=2)
             setattr(layer, "keys" if stream == "k" else "values", rebuilt)
 
 
@@ -301,9 +317,11 @@ def evaluate_many(
                 t0 = time.perf_counter()
                 if mode == "roundtrip":
                     cache_codec = copy.deepcopy(cache_ref)
-                    _roundtrip(cache_codec, tallies[j], per_layer[j], plan.protect_tokens, factors[j], k_metric)
+                    _roundtrip(cache_codec, tallies[j], per_layer[j], plan.protect_tokens, factors[j], k_metric,
+                               recent=plan.hot_tokens)
                 else:
-                    cache_codec = _streamed(model, prefix, cache_ref, tallies[j], plan, block_tokens, hot_tokens)
+                    cache_codec = _streamed(model, prefix, cache_ref, tallies[j], plan, block_tokens,
+                                            max(hot_tokens, plan.hot_tokens))
                 codec_seconds[j] += time.perf_counter() - t0
                 codec_logits.append(model(cont, cache=cache_codec).logits[0, :-1])
                 del cache_codec
@@ -311,13 +329,15 @@ def evaluate_many(
         for j, logits in enumerate(codec_logits):
             scores[j].append(_score(logits_ref, logits, cont[0, 1:]))
     return [
-        _summarise(scores[j], tallies[j], plan, labels[j], per_layer[j], mode, codec_seconds[j], seed)
+        _summarise(scores[j], tallies[j], plan, labels[j], per_layer[j], mode, codec_seconds[j], seed,
+                   plan.hot_tokens if mode == "roundtrip" else max(hot_tokens, plan.hot_tokens))
         for j, plan in enumerate(plans)
     ]
 
 
 def _summarise(scores: list[PassageScore], tallies: list[LayerTally], plan: ResolvedPlan, labels: tuple[str, str],
-               layer_codecs: list[Any], mode: str, codec_seconds: float, seed: int) -> dict[str, Any]:
+               layer_codecs: list[Any], mode: str, codec_seconds: float, seed: int, hot_tokens: int = 0
+               ) -> dict[str, Any]:
     """Pool one codec pair's per-passage scores and per-layer tallies into the result dict."""
 
     def pooled(attr: str) -> float:
@@ -345,12 +365,15 @@ def _summarise(scores: list[PassageScore], tallies: list[LayerTally], plan: Reso
         extra["codebooks"] = plan.info.get("codebooks")
     if "calibration" in plan.info:
         extra["calibration"] = plan.info["calibration"]
+    if "kvtc" in plan.info:
+        extra["kvtc"] = plan.info["kvtc"]
     return {
         "ppl_ref": ppl_ref,
         "ppl_codec": ppl_codec,
         "delta_ppl_pct": (ppl_codec / ppl_ref - 1) * 100,
         "delta_ppl_ci95": bootstrap_delta_ppl(scores, seed=seed),
         "kl_mean": pooled("kl"),
+        "kl_ci95": bootstrap_mean([float(np.mean(sc.kl)) for sc in scores], seed=seed),
         "top1_pct": 100 * pooled("top1"),
         "k_rel_mse": k_err / k_en if k_en else 0.0,
         "v_rel_mse": v_err / v_en if v_en else 0.0,
@@ -367,6 +390,8 @@ def _summarise(scores: list[PassageScore], tallies: list[LayerTally], plan: Reso
         "boundary_k_codec": plan.boundary_k,
         "boundary_v_codec": plan.boundary_v or plan.boundary_k,
         "protect_tokens": plan.protect_tokens,
+        "hot_tokens": hot_tokens,
+        "bytes_exact": sum(t.protected_bytes + t.hot_bytes for t in tallies),
         "compressed_layers": [i for i, c in enumerate(layer_codecs) if c is not None],
         "layer_codecs": [None if c is None else [c[0].spec, c[1].spec] for c in layer_codecs],
         "n_passages": len(scores),

@@ -44,6 +44,8 @@ class KVPlan:
     boundary : the first and last ``boundary`` compressible layers are boundary layers
     boundary_k, boundary_v : their codec specs; ``None`` keeps them uncompressed
     protect_tokens : leading tokens of every compressed layer kept exact
+    hot_tokens : most recent tokens of the prefix kept exact (KVTC keeps 128; the streaming cache's
+        hot window plays this role in cache mode, where the window is at least this long)
     layers : compressible layers (default: every full-attention layer)
     name : a label for tables (default: the K|V specs)
     qprecond : whiten K of the main compressed layers with a Σ_q calibration: an artifact name
@@ -62,6 +64,7 @@ class KVPlan:
     boundary_k: str | None = None
     boundary_v: str | None = None
     protect_tokens: int = 0
+    hot_tokens: int = 0
     layers: tuple[int, ...] | None = None
     name: str | None = field(default=None, compare=False)
     qprecond: str | None = None
@@ -70,8 +73,8 @@ class KVPlan:
     calibrated_codebook: bool = False
 
     def __post_init__(self) -> None:
-        if self.boundary < 0 or self.protect_tokens < 0:
-            raise InputError("boundary and protect_tokens must be >= 0")
+        if self.boundary < 0 or self.protect_tokens < 0 or self.hot_tokens < 0:
+            raise InputError("boundary, protect_tokens and hot_tokens must be >= 0")
         if self.boundary_v is not None and self.boundary_k is None:
             raise InputError("boundary_v needs boundary_k (or neither, for uncompressed boundary layers)")
         for spec in (self.k, self.v, self.boundary_k, self.boundary_v):
@@ -103,7 +106,12 @@ class KVPlan:
     @property
     def needs_calibration(self) -> bool:
         """Whether :func:`resolve_plan` has work to do (a Σ_q artifact or codebooks)."""
-        return self.qprecond is not None or self.calibrated_codebook
+        return self.qprecond is not None or self.calibrated_codebook or bool(self.kvtc_streams)
+
+    @property
+    def kvtc_streams(self) -> list[str]:
+        """Streams (``"k"``, ``"v"``) whose main spec is a ``kvtc`` codec asking for ``calib=auto``."""
+        return [s for s, spec in (("k", self.k), ("v", self.v or self.k)) if kvtc_needs_calibration(spec)]
 
     @property
     def label(self) -> str:
@@ -114,6 +122,8 @@ class KVPlan:
             text += f" +{self.boundary} bdry" + (f" {self.boundary_k}" if self.boundary_k else " exact")
         if self.protect_tokens:
             text += f" +{self.protect_tokens} tok exact"
+        if self.hot_tokens:
+            text += f" +{self.hot_tokens} recent exact"
         if self.qprecond:
             skip = ",".join(map(str, self.qprecond_skip)) or "none"
             source = "" if self.qprecond == "calib" else f" {self.qprecond}"
@@ -139,12 +149,40 @@ class KVPlan:
         roles = self.layer_roles(config)
         heads = config.num_key_value_heads
 
-        def pair(k: str, v: str | None) -> tuple[codecs.Codec, codecs.Codec]:
-            return codecs.get(spec_for_heads(k, heads)), codecs.get(spec_for_heads(v or k, heads))
+        def pair(k: str, v: str | None, layer: int) -> tuple[codecs.Codec, codecs.Codec]:
+            return (codecs.get(spec_for_layer(spec_for_heads(k, heads), layer, "k")),
+                    codecs.get(spec_for_layer(spec_for_heads(v or k, heads), layer, "v")))
 
-        main = pair(self.k, self.v)
-        bdry = pair(self.boundary_k, self.boundary_v) if self.boundary_k else None
-        return [main if r == "main" else bdry if r == "boundary" else None for r in roles]
+        out: list[tuple[codecs.Codec, codecs.Codec] | None] = []
+        for i, r in enumerate(roles):
+            if r == "main":
+                out.append(pair(self.k, self.v, i))
+            elif r == "boundary" and self.boundary_k:
+                out.append(pair(self.boundary_k, self.boundary_v, i))
+            else:
+                out.append(None)
+        return out
+
+
+def kvtc_needs_calibration(spec: str | None) -> bool:
+    """Whether ``spec`` is a ``kvtc`` codec whose per-model calibration is still to be made (``calib=auto``)."""
+    if spec is None:
+        return False
+    codec = codecs.get(spec)
+    return codec.name == "kvtc" and codec.params.calib == "auto"
+
+
+def spec_for_layer(spec: str, layer: int, stream: str) -> str:
+    """Fill in ``layer`` and ``stream`` for codecs calibrated per layer and stream (``kvtc``).
+
+    Such a codec's parameters have ``layer`` and ``stream`` fields; other specs are returned as
+    they are. The canonical spec (e.g. ``kvtc:calib=NAME,layer=3,stream=v``) labels the blob.
+    """
+    codec = codecs.get(spec)
+    fields = {f.name for f in dataclasses.fields(codec.params)}
+    if not {"layer", "stream"} <= fields:
+        return codec.spec
+    return codecs.with_keys(codec.spec, layer=layer, stream=stream)
 
 
 def as_plan(item: "KVPlan | ResolvedPlan | tuple[str, str | None] | str") -> "KVPlan | ResolvedPlan":
@@ -215,6 +253,10 @@ class ResolvedPlan:
     def protect_tokens(self) -> int:
         return self.plan.protect_tokens
 
+    @property
+    def hot_tokens(self) -> int:
+        return self.plan.hot_tokens
+
     def layer_roles(self, config: Any) -> list[str | None]:
         return self.plan.layer_roles(config)
 
@@ -271,7 +313,7 @@ def resolve_plan(
     main = [i for i, r in enumerate(roles) if r == "main"]
     info: dict[str, Any] = {}
     passages = corp = None
-    if plan.qprecond == "calib" or plan.calibrated_codebook:
+    if plan.qprecond == "calib" or plan.calibrated_codebook or plan.kvtc_streams:
         missing = [n for n, v in (("model", model), ("corpus", corpus), ("tokenizer", tokenizer), ("ctx", ctx)) if v is None]
         if missing:
             raise InputError(
@@ -350,5 +392,19 @@ def resolve_plan(
                 "mse_gaussian": meta.get("mse_gaussian"), "mse": meta.get("mse"),
                 "n_samples": meta.get("n_samples"), "iterations": meta.get("iterations"),
             }
+    if plan.kvtc_streams:
+        # KVTC's per-model PCA bases and tables, fitted once on calib passages (the sink tokens the
+        # plan keeps exact are left out of the fit, as the codec never sees them).
+        from . import kvtc_calib  # noqa: PLC0415
+
+        artifact = kvtc_calib.calibrate_kvtc_on_corpus(model, tokenizer, corp, ctx, n_passages=n_passages, seed=seed,
+                                                       bos=bos, protect_tokens=plan.protect_tokens, model_name=name,
+                                                       refresh=refresh)
+        if "k" in plan.kvtc_streams:
+            k_spec = codecs.with_keys(k_spec, calib=artifact)
+        if "v" in plan.kvtc_streams:
+            v_spec = codecs.with_keys(v_spec, calib=artifact)
+        info["kvtc"] = {"artifact": artifact, "artifact_bytes": kvtc_calib.artifact_nbytes(artifact),
+                        "calibration": info.get("calibration")}
     codec_plan = dataclasses.replace(plan, k=k_spec, v=v_spec, qprecond=None, calibrated_codebook=False)
     return ResolvedPlan(plan, codec_plan, qp, info)
