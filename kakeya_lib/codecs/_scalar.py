@@ -5,20 +5,22 @@
   storage format *before* the codes are computed, so encoder and decoder agree exactly.
 * :data:`E4M3_VALUES` and :func:`e4m3_encode` / :func:`e4m3_decode`: OCP FP8 E4M3 (bias 7, no
   infinities, max 448; NaN codes are never produced), nearest value with ties to even.
+* :func:`encode_lines` / :func:`decode_lines`: the ``codes`` (or, ``entropy`` >= 1, rANS-coded
+  ``entropy``) and ``scales`` sections of int and kivi, from lines [L, W] quantised in groups.
 * :func:`token_head_view`: rows ``[T·H, D]`` (token-major, heads interleaved) as ``[T, H, D]``.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from .. import floats
-from ..backend import to_host
-from ..bitpack import pack_bits, packed_nbytes, unpack_bits
-from ..errors import CorruptBlobError, InputError
+from ..container import Container
+from ..errors import InputError
+from ._entropy import check_sections, decode_indices, encode_indices, index_section
 
 
 def asym_quantize(x: Any, bits: int, fmt: str, xp: ModuleType) -> tuple[Any, Any, Any]:
@@ -53,28 +55,33 @@ def grouped(x: Any, group: int, xp: ModuleType) -> tuple[Any, int]:
     return x.reshape(n, g, group), g
 
 
-def encode_lines(lines: Any, bits: int, group: int, fmt: str, xp: ModuleType) -> list[tuple[str, bytes]]:
-    """Sections ``codes`` and ``scales`` for asymmetric quantisation of each line [L, W] in groups."""
+def encode_lines(lines: Any, bits: int, group: int, fmt: str, xp: ModuleType, entropy: int = 0,
+                 tables: Literal["cols", "rows"] = "cols") -> list[tuple[str, bytes]]:
+    """Sections for asymmetric quantisation of each line [L, W] in groups.
+
+    ``codes`` (bit-packed, ``entropy=0``) or ``entropy`` (rANS, :mod:`._entropy`; ``tables`` says
+    whether columns or lines are the coordinates of ``entropy=2``), then ``scales``.
+    """
     n, length = lines.shape
     groups, _ = grouped(lines, min(group, length), xp)
     codes, scale, low = asym_quantize(groups, bits, fmt, xp)
     codes = codes.reshape(n, -1)[:, :length]
     return [
-        ("codes", to_host(pack_bits(codes.reshape(-1), bits)).tobytes()),
+        (index_section(entropy), encode_indices(codes, bits, entropy, xp, tables)),
         ("scales", floats.to_bytes(scale, fmt, xp, "scales") + floats.to_bytes(low, fmt, xp, "minima")),
     ]
 
 
-def decode_lines(codes_raw: Any, scales_raw: Any, n: int, length: int, bits: int, group: int, fmt: str,
-                 xp: ModuleType) -> Any:
+def decode_lines(box: Container, n: int, length: int, bits: int, group: int, fmt: str, xp: ModuleType,
+                 entropy: int = 0, tables: Literal["cols", "rows"] = "cols") -> Any:
     """Inverse of :func:`encode_lines`: lines [n, length] (float32), every length validated."""
+    check_sections(box, {index_section(entropy), "scales"})
     group = min(group, length)
     g = -(-length // group)
-    if len(codes_raw) != packed_nbytes(n * length, bits):
-        raise CorruptBlobError(f"codes section holds {len(codes_raw)} bytes, expected {packed_nbytes(n * length, bits)}")
-    codes = unpack_bits(xp.asarray(np.frombuffer(codes_raw, dtype=np.uint8)), bits, n * length).reshape(n, length)
+    codes = decode_indices(box.section(index_section(entropy)), (n, length), bits, entropy, xp, tables)
     if g * group != length:
         codes = xp.concatenate([codes, xp.zeros((n, g * group - length), dtype=codes.dtype)], axis=1)
+    scales_raw = box.section("scales")
     half = len(scales_raw) // 2
     scale = floats.from_bytes(scales_raw[:half], fmt, n * g, xp, "scales").reshape(n, g)
     low = floats.from_bytes(scales_raw[half:], fmt, n * g, xp, "minima").reshape(n, g)

@@ -6,6 +6,13 @@ coordinates along head_dim. Use ``mode=key`` for the K stream and ``mode=value``
 ``--k-codec kivi:bits=2 --v-codec kivi:bits=2,mode=value``. Rows are token-major with heads
 interleaved (``heads`` = KV heads per token, so keys group tokens of one head). KIVI's fp16
 window of recent tokens is a cache feature (``CompressedCache`` hot window), counted there.
+
+``entropy=1`` stores the same codes as one rANS stream (:mod:`._entropy`, section ``entropy``)
+instead of bit-packed, in the grouped view's order (channel-major for keys, token-major for
+values); the decoded array is identical. ``entropy=2`` gives every coordinate its own table: every
+(head, channel) line for keys, every channel (heads pooled) for values. Per-channel key groups
+already adapt to each channel's range, so for keys the extra tables do not pay; for values, heavy
+channels take extreme codes and per-channel tables do.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any, Literal
 
 from ..container import Container
 from ..errors import CorruptBlobError
+from ._entropy import check_entropy
 from ._scalar import decode_lines, encode_lines, token_head_view
 from .base import Codec
 
@@ -27,8 +35,10 @@ class KiviParams:
     mode: Literal["key", "value"] = "key"
     heads: int = 1  # KV heads interleaved in the rows
     scales: Literal["f16", "bf16", "f32"] = "f16"
+    entropy: int = 0  # 0 bit-packed codes, 1 one rANS stream, 2 one rANS table per coordinate
 
     def __post_init__(self) -> None:
+        check_entropy(self.entropy)
         if not 1 <= self.bits <= 8:
             raise ValueError(f"bits must be in 1..8, got {self.bits}")
         if self.group < 1 or self.heads < 1:
@@ -51,6 +61,11 @@ class KiviCodec(Codec):
             return d, n
         return n // p.heads, p.heads * d
 
+    @property
+    def _tables(self) -> Literal["cols", "rows"]:
+        """Coordinates of ``entropy=2`` in the grouped view: (head, channel) lines (key), columns (value)."""
+        return "rows" if self.params.mode == "key" else "cols"
+
     def _lines(self, x: Any, xp: ModuleType) -> Any:
         """The array whose rows are quantised group-wise: tokens (value) or channels (key)."""
         if self.params.mode == "value":
@@ -60,7 +75,8 @@ class KiviCodec(Codec):
 
     def _encode(self, x: Any, weights: Any | None, xp: ModuleType) -> list[tuple[str, bytes]]:
         p = self.params
-        return encode_lines(self._lines(x.astype(xp.float32), xp), p.bits, p.group, p.scales, xp)
+        return encode_lines(self._lines(x.astype(xp.float32), xp), p.bits, p.group, p.scales, xp, p.entropy,
+                            self._tables)
 
     def _decode(self, box: Container, xp: ModuleType) -> Any:
         p = self.params
@@ -68,7 +84,7 @@ class KiviCodec(Codec):
         if p.mode == "key" and n % p.heads:
             raise CorruptBlobError(f"{n} rows do not split into heads={p.heads}")
         length, lines = self._layout(n, d)
-        y = decode_lines(box.section("codes"), box.section("scales"), lines, length, p.bits, p.group, p.scales, xp)
+        y = decode_lines(box, lines, length, p.bits, p.group, p.scales, xp, p.entropy, self._tables)
         if p.mode == "value":
             return y
         tokens = n // p.heads
