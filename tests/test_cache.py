@@ -1,5 +1,6 @@
-"""The compressed cache holds real codec bytes, streams blocks as they fill, keeps a hot window,
-and with the identity codec decodes greedily to exactly the stock tokens."""
+"""The compressed cache holds real codec bytes, streams blocks as they fill, keeps a bf16 hot
+window and bf16 protected tokens billed at what they hold, and with the identity codec (on a
+bf16 model, the dtype it stores) decodes greedily to exactly the stock tokens."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch
 from transformers import DynamicCache
 
 from kakeya_lib.errors import InputError
-from kakeya_lib.llm.cache import CompressedCache, CompressedLayer
+from kakeya_lib.llm.cache import STORE_BYTES, STORE_DTYPE, CompressedCache, CompressedLayer
+from kakeya_lib.llm.plan import KVPlan
 from kakeya_lib.llm.models import tiny_model
 from kakeya_lib.llm.prerope import patch_model
 
@@ -18,7 +20,8 @@ GEN = dict(max_new_tokens=24, do_sample=False, pad_token_id=0)
 
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3"])
 def test_identity_codec_generates_the_stock_tokens(family):
-    model = tiny_model(family)
+    # bf16 model: the hot window's bf16 storage is then lossless, so the tokens must match exactly.
+    model = tiny_model(family).to(torch.bfloat16)
     with torch.no_grad():
         stock = model.generate(PROMPT, past_key_values=DynamicCache(config=model.config), **GEN)
         patch_model(model)
@@ -44,7 +47,31 @@ def test_blocks_stream_in_as_they_age_past_the_hot_window():
         assert cache.get_seq_length() == 40
     held = layer.bytes_held()
     assert held["k_bytes"] == sum(len(b) for b in layer.k_blobs)
-    assert held["hot_bytes"] == 2 * 8 * model.config.num_key_value_heads * model.config.head_dim * 4
+    assert held["hot_bytes"] == 2 * 8 * model.config.num_key_value_heads * model.config.head_dim * 2  # bf16
+
+
+def test_exact_tokens_are_held_and_billed_as_bf16():
+    model = tiny_model("llama")  # float32: the cache must still store, and bill, bf16
+    patch_model(model)
+    cfg = model.config
+    cache = CompressedCache.from_plan(cfg, KVPlan("kakeya:bits=2,block=32", protect_tokens=3),
+                                      block_tokens=16, hot_tokens=8)
+    with torch.no_grad():
+        model(PROMPT[:, :30], cache=cache)
+        model(PROMPT[:, 30:31], cache=cache)
+    per_token = 2 * cfg.num_key_value_heads * cfg.head_dim  # K and V elements of one token
+    for i in cache.compressed_layers:
+        layer = cache.layers[i]
+        held, tensors = layer.bytes_held(), layer.held_tensors()
+        assert (layer.protected, layer.compressed_tokens, held["hot_tokens"]) == (3, 16, 12)
+        for key, n_tok in (("protected_bytes", 3), ("hot_bytes", 12)):
+            assert tensors[key] and all(t.dtype == STORE_DTYPE for t in tensors[key])
+            assert held[key] == sum(t.numel() * t.element_size() for t in tensors[key])  # billed = held
+            assert held[key] == STORE_BYTES * n_tok * per_token == 2 * n_tok * per_token
+        # Reads come back in the model's dtype.
+        k, v = layer.update(torch.zeros(1, cfg.num_key_value_heads, 1, cfg.head_dim),
+                            torch.zeros(1, cfg.num_key_value_heads, 1, cfg.head_dim))
+        assert k.dtype == v.dtype == torch.float32 and k.shape[-2] == 3 + 16 + 12 + 1
 
 
 def test_the_tokens_of_a_step_attend_to_their_exact_values():

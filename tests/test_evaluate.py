@@ -62,13 +62,13 @@ def test_bad_arguments_are_rejected():
 
 
 def test_cache_mode_identity_is_exact_and_counts_hot_bytes():
-    model = tiny_model("qwen3")
+    model = tiny_model("qwen3").to(torch.bfloat16)  # the cache stores bf16: lossless only for a bf16 model
     r = evaluate(model, PASSAGES, CTX, "identity", mode="cache", block_tokens=16, hot_tokens=8, progress=False)
     assert r["delta_ppl_pct"] == 0.0 and r["kl_mean"] == 0.0
     layer = r["per_layer"][0]
     cfg = model.config
     hot_tokens = 16  # 64 prefix tokens: 3 blocks of 16 stored, 16 newest stay float (>= 8)
-    assert layer["hot_bytes"] == len(PASSAGES) * 2 * cfg.num_key_value_heads * hot_tokens * cfg.head_dim * 4
+    assert layer["hot_bytes"] == len(PASSAGES) * 2 * cfg.num_key_value_heads * hot_tokens * cfg.head_dim * 2  # bf16
 
 
 def test_cache_mode_with_a_lossy_codec_stores_bytes_and_loses_information():

@@ -75,10 +75,11 @@ def test_cache_honours_protect_and_boundary(family):
     with torch.no_grad():
         model(prompt, cache=exact)  # the same prefill, uncompressed
     idx = cache.compressed_layers[0]
-    assert torch.equal(layer.sink_k, exact.layers[idx].keys[..., :3, :])  # kept bit-exact, never encoded
-    assert torch.equal(layer.sink_v, exact.layers[idx].values[..., :3, :])
+    # kept exact at the cache's storage dtype (bf16), never encoded
+    assert torch.equal(layer.sink_k, exact.layers[idx].keys[..., :3, :].to(torch.bfloat16))
+    assert torch.equal(layer.sink_v, exact.layers[idx].values[..., :3, :].to(torch.bfloat16))
     held = layer.bytes_held()
-    assert held["protected_bytes"] == 2 * 3 * model.config.num_key_value_heads * model.config.head_dim * 4
-    r = evaluate(tiny_model(family), PASSAGES, 64, KVPlan("identity", protect_tokens=2), mode="cache",
+    assert held["protected_bytes"] == 2 * 3 * model.config.num_key_value_heads * model.config.head_dim * 2  # bf16
+    r = evaluate(tiny_model(family).to(torch.bfloat16), PASSAGES, 64, KVPlan("identity", protect_tokens=2), mode="cache",
                  block_tokens=16, hot_tokens=8, progress=False)
     assert r["kl_mean"] == 0.0 and r["delta_ppl_pct"] == 0.0

@@ -368,14 +368,16 @@ def test_compressed_cache_whitens_blocks_and_unwhitens_on_read(tiny_corpus):
         nxt = model(prompt[:, :1], cache=cache).logits
         ref = model(prompt[:, :1], cache=exact).logits
     layer = cache.layers[1]
+    # The cache holds tokens as bf16 before they are coded (it bills them so): compare with the same rounding.
+    keys = exact.layers[1].keys.to(torch.bfloat16).to(torch.float32)
+    values = exact.layers[1].values.to(torch.bfloat16).to(torch.float32)
     stored = layer.k_codec.decode(layer.k_blobs[0], device="cpu")  # identity: the rows it was given
-    np.testing.assert_allclose(stored, plan.qprecond.whiten(to_rows(exact.layers[1].keys[..., :16, :]), 1),
-                               rtol=1e-6, atol=1e-6)
-    assert not np.allclose(stored, to_rows(exact.layers[1].keys[..., :16, :]))
-    assert torch.allclose(layer._decoded(layer.k_blobs, layer.k_codec, exact.layers[1].keys),
-                          exact.layers[1].keys[..., :32, :], atol=1e-5)
-    assert torch.allclose(nxt, ref, atol=1e-4)
-    assert layer.v_codec.decode(layer.v_blobs[0], device="cpu").tolist() == to_rows(exact.layers[1].values[..., :16, :]).tolist()
+    np.testing.assert_allclose(stored, plan.qprecond.whiten(to_rows(keys[..., :16, :]), 1), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(stored, to_rows(keys[..., :16, :]))
+    assert torch.allclose(layer._decoded(layer.k_blobs, layer.k_codec, exact.layers[1].keys), keys[..., :32, :],
+                          atol=1e-5)
+    assert torch.allclose(nxt, ref, atol=1e-2)
+    assert layer.v_codec.decode(layer.v_blobs[0], device="cpu").tolist() == to_rows(values[..., :16, :]).tolist()
     with pytest.raises(InputError, match="corpus"):
         CompressedCache.from_plan(model.config, KVPlan("identity", qprecond="calib"))
     saved = plan.qprecond.save("cache-art")

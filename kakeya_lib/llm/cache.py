@@ -5,14 +5,24 @@
 
 * the codec's **packed bytes** for every full block of ``block_tokens`` tokens (``bytes``
   objects, not round-tripped floats), encoded as soon as the block is older than the hot window;
-* a **hot window** of the most recent tokens (at least ``hot_tokens``) as float tensors.
+* a **hot window** of the most recent tokens (at least ``hot_tokens``) and, with
+  ``protect_tokens``, the leading (sink) tokens kept out of the codec, both as **bfloat16**
+  tensors (:data:`STORE_DTYPE`).
 
 Reading a layer decodes its blocks on the fly (the decoded floats live only for that attention
-call) and appends the hot tokens. Tokens that arrive in one update attend to their own exact
-values in that step, as a serving engine computes attention before storing; from the next step
-on they are read back from the compressed blocks. Layers not chosen for compression (boundary
-layers, sliding-window layers) stay ordinary float layers. :meth:`CompressedCache.bytes_held`
-reports the bytes each layer actually holds.
+call), casts the bf16 sink and hot tokens back to the model's dtype and appends them. Tokens
+that arrive in one update attend to their own exact values in that step, as a serving engine
+computes attention before storing; from the next step on they are read back from what the cache
+stores (bf16, or the compressed blocks). Blocks are encoded from the stored bf16 values, i.e.
+from what a bf16 cache would hand the codec. Layers not chosen for compression (boundary layers,
+sliding-window layers) stay ordinary layers in the model's dtype.
+
+Byte accounting: every compression ratio here is taken against bf16 (2 bytes per element), so
+the exact tokens a compressed layer keeps are stored in bf16 whatever the model's dtype (a
+float32 CPU model included), and :meth:`CompressedLayer.bytes_held` bills them at 2 bytes per
+element, which is exactly ``numel() * element_size()`` of the tensors it holds: what is billed is
+what is stored, in the denominator's unit. :meth:`CompressedCache.bytes_held` reports the bytes
+each layer actually holds (plain, uncompressed layers at their own dtype's size).
 
 With query preconditioning (a :class:`~.plan.ResolvedPlan` whose Σ_q calibration covers a layer),
 that layer's key blocks are whitened (``K L``) before they are encoded and unwhitened
@@ -33,9 +43,15 @@ from .plan import KVPlan, ResolvedPlan, resolve_plan
 from .prerope import PreRopeCache
 from .qprecond import apply_transform
 
+# What a compressed layer stores its exact (sink and hot) tokens in: the ratio's denominator is
+# bf16 everywhere, so these tokens are held, and billed, at bf16's 2 bytes per element.
+STORE_DTYPE = torch.bfloat16
+STORE_BYTES = 2
+
 
 class CompressedLayer(DynamicLayer):
-    """One cache layer: packed K/V blocks plus a float hot window (``self.keys/values``)."""
+    """One cache layer: packed K/V blocks plus a bf16 hot window (``self.keys/values``) and
+    bf16 protected tokens (``sink_k/sink_v``); reads return the model's dtype."""
 
     def __init__(self, k_codec: codecs.Codec, v_codec: codecs.Codec, block_tokens: int, hot_tokens: int,
                  protect_tokens: int = 0, k_factors: tuple[Any, Any] | None = None) -> None:
@@ -48,8 +64,14 @@ class CompressedLayer(DynamicLayer):
         self.v_blobs: list[bytes] = []
         self.compressed_tokens = 0
         self.protected = 0  # leading tokens moved out of the hot window and kept exact
-        self.sink_k: torch.Tensor | None = None
+        self.sink_k: torch.Tensor | None = None  # [1, H, protected, D], STORE_DTYPE
         self.sink_v: torch.Tensor | None = None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        # The hot window starts empty in the storage dtype, not the model's.
+        self.keys = self.keys.to(STORE_DTYPE)
+        self.values = self.values.to(STORE_DTYPE)
 
     def _decoded(self, blobs: list[bytes], codec: codecs.Codec, like: torch.Tensor, unwhiten: bool = True) -> torch.Tensor:
         """Decoded blocks [1, H, n, D]; K blocks of a whitened layer are unwhitened unless told not to."""
@@ -65,16 +87,19 @@ class CompressedLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         old_k = self._with_sink(self.sink_k, self._decoded(self.k_blobs, self.k_codec, key_states))
         old_v = self._with_sink(self.sink_v, self._decoded(self.v_blobs, self.v_codec, value_states))
-        self.keys = torch.cat([self.keys, key_states], dim=-2)
-        self.values = torch.cat([self.values, value_states], dim=-2)
-        full_k = torch.cat([old_k, self.keys], dim=-2)  # exact values for the tokens of this step
-        full_v = torch.cat([old_v, self.values], dim=-2)
+        # Stored tokens are read back in the model's dtype; this step's tokens attend to their
+        # exact values (not yet rounded to the storage dtype).
+        full_k = torch.cat([old_k, self.keys.to(key_states.dtype), key_states], dim=-2)
+        full_v = torch.cat([old_v, self.values.to(value_states.dtype), value_states], dim=-2)
+        self.keys = torch.cat([self.keys, key_states.to(STORE_DTYPE)], dim=-2)
+        self.values = torch.cat([self.values, value_states.to(STORE_DTYPE)], dim=-2)
         self._flush()
         return full_k, full_v
 
     @staticmethod
     def _with_sink(sink: torch.Tensor | None, rest: torch.Tensor) -> torch.Tensor:
-        return rest if sink is None else torch.cat([sink, rest], dim=-2)
+        """The protected tokens (cast to ``rest``'s dtype) followed by ``rest``."""
+        return rest if sink is None else torch.cat([sink.to(rest.dtype), rest], dim=-2)
 
     def _flush(self) -> None:
         """Set the protected leading tokens aside, then encode every full block older than the hot window."""
@@ -115,9 +140,18 @@ class CompressedLayer(DynamicLayer):
         if repeats != 1:
             raise InputError("CompressedCache supports batch size 1")
 
+    def held_tensors(self) -> dict[str, list[torch.Tensor]]:
+        """The exact tokens this layer stores, by what they are billed as (for audits and tests)."""
+        hot = [self.keys, self.values] if self.is_initialized else []
+        sink = [t for t in (self.sink_k, self.sink_v) if t is not None]
+        return {"hot_bytes": hot, "protected_bytes": sink}
+
     def bytes_held(self) -> dict[str, int]:
-        hot = 0 if not self.is_initialized else (self.keys.numel() + self.values.numel()) * self.keys.element_size()
-        sink = 0 if self.sink_k is None else (self.sink_k.numel() + self.sink_v.numel()) * self.sink_k.element_size()
+        """Bytes this layer stores: codec blobs, and the bf16 protected and hot tokens at
+        :data:`STORE_BYTES` per element (equal to the held tensors' ``numel()*element_size()``)."""
+        held = self.held_tensors()
+        hot = STORE_BYTES * sum(t.numel() for t in held["hot_bytes"])
+        sink = STORE_BYTES * sum(t.numel() for t in held["protected_bytes"])
         return {
             "protected_bytes": sink,
             "protected_tokens": self.protected,

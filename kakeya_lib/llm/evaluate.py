@@ -53,7 +53,7 @@ class LayerTally:
     v_energy: float = 0.0
     k_bytes: int = 0
     v_bytes: int = 0
-    hot_bytes: int = 0  # float tokens a streaming cache keeps uncompressed
+    hot_bytes: int = 0  # recent tokens kept exact (the streaming cache's hot window), at bf16
     protected_bytes: int = 0  # leading tokens kept exact (counted at bf16, like uncompressed layers)
     bf16_bytes: int = 0
     compressed: bool = True
@@ -264,7 +264,7 @@ def evaluate_many(
     mode : "roundtrip" replaces the whole prefix of each compressed layer by its codec round
         trip (the seed's protocol); "cache" prefills through a :class:`CompressedCache`, which
         stores full blocks of ``block_tokens`` as bytes and keeps the newest tokens (at least
-        ``hot_tokens``) in float, and counts those float bytes too
+        ``hot_tokens``, or the plan's own ``hot_tokens``) as bf16, and counts those bytes too
     corpus, tokenizer : where plans with ``qprecond="calib"`` or ``calibrated_codebook`` calibrate:
         ``calib_passages`` passages of ``ctx_len`` tokens from the corpus's calib split (seed
         ``calib_seed``, BOS as ``bos``, default: Gemma3 only); see :func:`~.plan.resolve_plan`.
