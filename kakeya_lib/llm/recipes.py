@@ -4,7 +4,9 @@ protected tokens, required features), built in under ``kakeya_lib/recipes/`` or 
 Fields: ``name``, ``family`` (``seed`` reproduces the seed system, ``ours`` is ours),
 ``description``, ``k``, ``v``, ``boundary``, ``boundary_k``, ``boundary_v``, ``protect_tokens``,
 ``requires`` (features the recipe needs), ``source`` and ``transfer_notes`` (what was tuned for
-another model), and the calibration fields of :class:`~.plan.KVPlan`: ``qprecond`` (``calib`` or
+another model), ``tuning`` (for tuned recipes: ``{cell: <store path of the e2e/tuning cell>,
+target_kl: <the KL target whose selection the recipe ships>}``; the cell's passages come from the
+calib split, and a test checks that the recipe's specs are the ones that cell selected), and the calibration fields of :class:`~.plan.KVPlan`: ``qprecond`` (``calib`` or
 an artifact name), ``qprecond_variant`` (``plain`` | ``rope``), ``qprecond_skip`` (layer list,
 negative = from the end; default ``[0]``) and ``calibrated_codebook`` (bool). A recipe whose
 ``requires`` names a feature this version lacks is refused with a message saying which, never run
@@ -26,7 +28,7 @@ IMPLEMENTED_FEATURES: frozenset[str] = frozenset({"qprecond", "calibrated_codebo
 KNOWN_FEATURES = frozenset({"qprecond", "calibrated_codebook", "besicovitch"})
 _FIELDS = {"name", "family", "description", "k", "v", "boundary", "boundary_k", "boundary_v", "protect_tokens",
            "requires", "source", "transfer_notes", "qprecond", "qprecond_variant", "qprecond_skip",
-           "calibrated_codebook"}
+           "calibrated_codebook", "tuning"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Recipe:
     qprecond_variant: str = "plain"
     qprecond_skip: tuple[int, ...] = (0,)
     calibrated_codebook: bool = False
+    tuning: dict[str, Any] | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -94,6 +97,9 @@ def _parse(data: Any, where: str) -> Recipe:
     cal = data.get("calibrated_codebook", False)
     if not isinstance(cal, bool):
         raise InputError(f"{where}: calibrated_codebook must be true or false, got {cal!r}")
+    tuning = data.get("tuning")
+    if tuning is not None and (not isinstance(tuning, dict) or set(tuning) != {"cell", "target_kl"}):
+        raise InputError(f"{where}: tuning must be a mapping with exactly 'cell' and 'target_kl', got {tuning!r}")
     qprecond = data.get("qprecond")
     if qprecond is not None and (not isinstance(qprecond, str) or not qprecond):
         raise InputError(f"{where}: qprecond must be 'calib' or an artifact name, got {qprecond!r}")
@@ -103,7 +109,7 @@ def _parse(data: Any, where: str) -> Recipe:
         boundary_v=data.get("boundary_v"), protect_tokens=int(data.get("protect_tokens", 0)), requires=requires,
         source=str(data.get("source", "")), transfer_notes=str(data.get("transfer_notes", "")).strip(),
         qprecond=qprecond, qprecond_variant=str(data.get("qprecond_variant", "plain")), qprecond_skip=tuple(skip),
-        calibrated_codebook=cal,
+        calibrated_codebook=cal, tuning=tuning,
     )
 
 

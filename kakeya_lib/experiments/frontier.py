@@ -1,0 +1,149 @@
+"""Rate–quality frontiers: each codec's ratio at a quality bar, and paired comparisons.
+
+A *series* is one codec swept over its rate knob (a frontier cell of :mod:`.e2e`), all points
+on the same passages. :func:`ratio_at` reads a series' compression ratio at a quality bar
+(``kl_mean <= 0.01``, ``delta_ppl_pct <= 1``) from its measured points:
+
+* the points are ordered by ratio; the answer is the largest ratio at which the piecewise-linear
+  curve through them meets the bar (for KL the curve is linear in ``log KL`` against the ratio,
+  for Δppl linear in Δppl), so a series is credited only up to its last crossing;
+* ``kind`` says how it was read: ``measured`` (a point sits exactly on the bar), ``interpolated``
+  (between the two points that bracket the bar), ``above_range`` (every point meets the bar: the
+  value is the largest measured ratio, a lower bound) or ``below_range`` (no point meets it:
+  ``None``). There is no extrapolation.
+
+:func:`paired_difference` compares two rows measured on the same passages: the bootstrap CI of
+the mean per-passage difference (passages resampled together), the test a claim "A beats B"
+rests on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+QUALITY_METRICS = ("kl_mean", "delta_ppl_pct")
+
+
+@dataclass(frozen=True)
+class RatioAt:
+    """A series' ratio at a quality bar (see the module docstring for ``kind``)."""
+
+    ratio: float | None
+    kind: str
+    metric: str
+    target: float
+
+    def text(self, digits: int = 2) -> str:
+        """``"5.31"``, ``"≥ 6.02"`` (every point met the bar) or ``"< 3.55"`` / ``"--"``."""
+        if self.ratio is None:
+            return "--"
+        value = f"{self.ratio:.{digits}f}"
+        return f"≥ {value}" if self.kind == "above_range" else value
+
+
+def _curve_value(metric: str, value: float) -> float:
+    if metric == "kl_mean":
+        return math.log(max(value, 1e-12))  # KL spans decades: interpolate its logarithm
+    return value
+
+
+def ratio_at(points: Sequence[Mapping[str, Any]], target: float, metric: str = "kl_mean") -> RatioAt:
+    """The largest ratio at which the series meets ``metric <= target`` (module docstring)."""
+    if metric not in QUALITY_METRICS:
+        raise InputError(f"metric must be one of {QUALITY_METRICS}, got {metric!r}")
+    pts = sorted((float(p["ratio_vs_bf16"]), float(p[metric])) for p in points if p.get(metric) is not None)
+    if not pts:
+        raise InputError("a series needs at least one point with a ratio and a quality value")
+    if all(q <= target for _, q in pts):
+        return RatioAt(pts[-1][0], "above_range", metric, target)
+    best: RatioAt | None = None
+    y_t = _curve_value(metric, target)
+    for (r1, q1), (r2, q2) in zip(pts, pts[1:]):
+        if q1 <= target < q2:  # the curve leaves the bar between these two points
+            y1, y2 = _curve_value(metric, q1), _curve_value(metric, q2)
+            if q1 == target:
+                best = RatioAt(r1, "measured", metric, target)
+            else:
+                best = RatioAt(r1 + (r2 - r1) * (y_t - y1) / (y2 - y1), "interpolated", metric, target)
+    if best is None and pts[0][1] <= target:  # only a bar met at the first point, then never left...
+        best = RatioAt(pts[0][0], "measured", metric, target)
+    return best or RatioAt(None, "below_range", metric, target)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean per-passage difference ``a − b`` of one metric with its bootstrap 95 % CI."""
+
+    metric: str
+    mean: float
+    lo: float
+    hi: float
+    n_passages: int
+
+    @property
+    def decided(self) -> bool:
+        """Whether the interval excludes zero."""
+        return self.lo > 0 or self.hi < 0
+
+
+def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any], metric: str = "kl_mean", n_boot: int = 2000,
+                      seed: int = 0, passage_ids: tuple[Sequence[str], Sequence[str]] | None = None
+                      ) -> PairedDifference:
+    """Paired bootstrap of ``a − b`` over passages.
+
+    Parameters
+    ----------
+    a, b : full results (``evaluate`` dicts) with ``per_passage`` lists of equal length
+    metric : a per-passage field (``kl_mean``, ``delta_ppl_pct``, ``top1_pct``)
+    passage_ids : the passage ids of a's and b's cells; when given they must be identical
+        (a paired comparison on different passages is refused)
+    """
+    pa, pb = a.get("per_passage") or [], b.get("per_passage") or []
+    if not pa or len(pa) != len(pb):
+        raise InputError(f"paired comparison needs per-passage results of equal length, got {len(pa)} and {len(pb)}")
+    if passage_ids is not None and list(passage_ids[0]) != list(passage_ids[1]):
+        raise InputError("paired comparison of rows measured on different passages")
+    diff = np.array([float(x[metric]) - float(y[metric]) for x, y in zip(pa, pb)])
+    if diff.size < 2:
+        return PairedDifference(metric, float(diff.mean()), float("nan"), float("nan"), int(diff.size))
+    idx = np.random.default_rng(seed).integers(0, diff.size, size=(n_boot, diff.size))
+    lo, hi = np.percentile(diff[idx].mean(axis=1), [2.5, 97.5])
+    return PairedDifference(metric, float(diff.mean()), float(lo), float(hi), int(diff.size))
+
+
+def frontier_table(series: Mapping[str, Sequence[Mapping[str, Any]]], kl_targets: Sequence[float] = (0.005, 0.01, 0.02),
+                   ppl_target: float = 1.0) -> list[dict[str, Any]]:
+    """One row per series: its ratio at each KL target and at Δppl <= ``ppl_target`` %."""
+    rows = []
+    for name, points in series.items():
+        row: dict[str, Any] = {"series": name, "points": len(points),
+                               "exact_tokens": _exact_tokens(points)}
+        for t in kl_targets:
+            r = ratio_at(points, t, "kl_mean")
+            row[f"kl<={t:g}"] = r.text()
+            row[f"kl<={t:g} ratio"] = r.ratio
+            row[f"kl<={t:g} kind"] = r.kind
+        r = ratio_at(points, ppl_target, "delta_ppl_pct")
+        row[f"dppl<={ppl_target:g}"] = r.text()
+        row[f"dppl<={ppl_target:g} ratio"] = r.ratio
+        row[f"dppl<={ppl_target:g} kind"] = r.kind
+        rows.append(row)
+    return rows
+
+
+def _exact_tokens(points: Sequence[Mapping[str, Any]]) -> str:
+    """``"sink 1"``, ``"sink 4 + recent 128"``, ``"none"`` (the series' exact tokens; mixed → ``mixed``)."""
+    kinds = {(int(p.get("protect_tokens") or 0), int(p.get("hot_tokens") or 0), int(p.get("boundary") or 0))
+             for p in points}
+    if len(kinds) != 1:
+        return "mixed"
+    sink, recent, boundary = kinds.pop()
+    parts = ([f"sink {sink}"] if sink else []) + ([f"recent {recent}"] if recent else []) + (
+        [f"{boundary}+{boundary} boundary layers"] if boundary else [])
+    return " + ".join(parts) or "none"
