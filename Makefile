@@ -45,7 +45,7 @@ MODEL ?= smollm2-135m
 FORCE ?= 0
 COMPUTE_NB := exp-stages exp-mse exp-e2e
 RENDER_NB := render-stages render-mse render-e2e render-claims
-MODEL_NB := exp-mse exp-e2e render-mse render-e2e render-claims
+MODEL_NB := exp-mse render-mse render-e2e render-claims
 EXECUTED := book/executed
 # No progress bars in the executed notebooks.
 PM := TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/papermill --no-progress-bar --kernel python3

@@ -12,6 +12,7 @@ from typing import Any
 from .paths import REPO_ROOT
 
 _PACKAGES = ("numpy", "scipy", "torch", "transformers", "cupy-cuda13x")
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
 
 
 def git_state() -> dict[str, Any]:
@@ -36,11 +37,21 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def threads() -> dict[str, Any]:
+    """Thread counts that can change float results in the last digits: torch's intra-op pool (if
+    torch is loaded) and the BLAS/OpenMP variables of the environment."""
+    out: dict[str, Any] = {k: os.environ.get(k) for k in _THREAD_VARS}
+    torch = sys.modules.get("torch")
+    out["torch_intraop"] = torch.get_num_threads() if torch is not None else None
+    return out
+
+
 def collect(**extra: Any) -> dict[str, Any]:
     """Everything needed to tell where a number came from; ``extra`` adds run parameters."""
     return {
         "git": git_state(),
         "versions": versions(),
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "threads": threads(),
         **extra,
     }

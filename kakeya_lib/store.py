@@ -150,19 +150,18 @@ class Store:
         return CellResult(cell, rows, prov, results)
 
     def save(self, cell: Cell, rows: Sequence[Mapping[str, Any]], provenance_extra: Mapping[str, Any] | None = None,
-             results: Any | None = None, prov: Mapping[str, Any] | None = None) -> Path:
+             results: Any | None = None) -> Path:
         """Write the cell atomically (temporary sibling, then rename); replaces an existing cell.
 
-        ``prov`` replaces the collected provenance (used when importing a result computed
-        earlier, whose provenance must be kept as it was); otherwise it is collected now.
+        The provenance is always collected now (code version, environment, thread counts): a
+        cell cannot carry a result computed elsewhere.
         """
         final = self.path(cell)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            if prov is None:
-                prov = provenance.collect(**dict(provenance_extra or {}))
+            prov = provenance.collect(**dict(provenance_extra or {}))
             _write_json(tmp / "config.json", cell.config)
             _write_json(tmp / "rows.json", [_jsonable(r) for r in rows])
             if results is not None:
@@ -220,10 +219,13 @@ class Store:
                 continue
             yield self.load(cell)
 
-    def largest(self, profile: str, analysis: str, model: str, corpus: str) -> CellResult | None:
+    def largest(self, profile: str, analysis: str, model: str, corpus: str, label_prefix: str | None = None
+                ) -> CellResult | None:
         """The cell of ``analysis`` with the most passages (then the longest context), or None:
-        what a render step shows when a profile holds several sizes of one analysis."""
-        found = sorted(self.cells(profile, analysis, model, corpus),
+        what a render step shows when a profile holds several sizes of one analysis.
+        ``label_prefix`` keeps only cells whose label starts with it (``"gain-"``: a named table)."""
+        found = sorted((c for c in self.cells(profile, analysis, model, corpus)
+                        if label_prefix is None or c.cell.label.startswith(label_prefix)),
                        key=lambda c: (c.cell.params.get("n_passages", 0), c.cell.params.get("ctx", 0)))
         return found[-1] if found else None
 

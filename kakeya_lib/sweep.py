@@ -5,7 +5,7 @@ as the ``exp-e2e`` notebook, built by the same task constructors, so a sweep and
 write and find the same cells)::
 
     profile: paper
-    models: [smollm2-135m]
+    models: [smollm2-135m]         # models x corpora, or settings: [[smollm2-135m, sotu], [gemma3-270m, sotu]]
     corpora: [sotu]
     seed: 0
     device: cpu                    # gpu: cells ask Dask for the worker resource GPU=1
@@ -50,7 +50,7 @@ from .experiments import e2e
 from .paths import RESULTS_DIR
 from .store import Store
 
-_TOP_KEYS = {"profile", "models", "corpora", "seed", "device", "sizes", "analyses", "name"}
+_TOP_KEYS = {"profile", "models", "corpora", "settings", "seed", "device", "sizes", "analyses", "name"}
 _SIZE_KEYS = {"ctx", "n_eval", "n_passages", "calib_passages"}
 _ANALYSIS_KEYS = {
     "head_to_head": {"pairs", "recipes", "entries", "k_metric"},
@@ -98,10 +98,14 @@ def expand(spec: Mapping[str, Any], name: str = "sweep") -> Sweep:
     if not isinstance(spec, Mapping):
         raise InputError("a sweep file must hold a mapping")
     _check_keys("sweep", spec, _TOP_KEYS)
-    for key in ("profile", "models", "sizes", "analyses"):
+    for key in ("profile", "sizes", "analyses"):
         if not spec.get(key):
             raise InputError(f"sweep: '{key}' is required and must not be empty")
-    for key in ("models", "corpora", "sizes"):
+    if not spec.get("models") and not spec.get("settings"):
+        raise InputError("sweep: 'models' (with 'corpora') or 'settings' is required and must not be empty")
+    if "settings" in spec and ("models" in spec or "corpora" in spec):
+        raise InputError("sweep: give either 'settings' ([model, corpus] pairs) or 'models' x 'corpora', not both")
+    for key in ("models", "corpora", "sizes", "settings"):
         if key in spec and not isinstance(spec[key], list):
             raise InputError(f"sweep: '{key}' must be a list, got {type(spec[key]).__name__}")
     device = spec.get("device", "cpu")
@@ -126,16 +130,25 @@ def expand(spec: Mapping[str, Any], name: str = "sweep") -> Sweep:
             _check_tables(settings)
     profile = str(spec["profile"])
     tasks: list[e2e.Task] = []
-    for model in spec["models"]:
-        for corpus in spec.get("corpora") or ["sotu"]:
-            for i, raw in enumerate(spec["sizes"]):
-                size = _size(f"sizes[{i}]", raw, seed)
-                for kind, settings in analyses.items():
-                    tasks += _tasks(kind, dict(settings or {}), profile, model, corpus, size, seed)
+    if "settings" in spec:
+        settings_list = [_setting(i, pair) for i, pair in enumerate(spec["settings"])]
+    else:
+        settings_list = [(m, c) for m in spec["models"] for c in (spec.get("corpora") or ["sotu"])]
+    for model, corpus in settings_list:
+        for i, raw in enumerate(spec["sizes"]):
+            size = _size(f"sizes[{i}]", raw, seed)
+            for kind, settings in analyses.items():
+                tasks += _tasks(kind, dict(settings or {}), profile, model, corpus, size, seed)
     seen: dict[str, e2e.Task] = {}
     for t in tasks:  # the same cell twice (e.g. one long-context size listed twice) runs once
         seen.setdefault(str(t.cell.relpath), t)
     return Sweep(str(spec.get("name", name)), profile, device, tuple(seen.values()))
+
+
+def _setting(i: int, pair: Any) -> tuple[str, str]:
+    if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) and x for x in pair)):
+        raise InputError(f"sweep: settings[{i}] must be a [model, corpus] pair, got {pair!r}")
+    return pair[0], pair[1]
 
 
 def _check_series(series: Any) -> None:

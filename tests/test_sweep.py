@@ -38,18 +38,32 @@ def test_expand_builds_the_notebook_cells_and_rejects_bad_keys():
     assert s.tasks[0].cell == notebook.cell
     for bad in ({"bogus": 1}, {"analyses": {"nope": {}}}, {"analyses": {"frontier": {"stepz": [1]}}},
                 {"sizes": [{"ctx": 0, "n_eval": 8, "n_passages": 1}]}, {"models": []}, {"device": "tpu"},
-                {"models": "tiny-llama"}, {"analyses": {"frontier": {}}}, {"analyses": {"depth": {"depths": []}}}):
+                {"models": "tiny-llama"}, {"analyses": {"frontier": {}}}, {"analyses": {"depth": {"depths": []}}},
+                {"analyses": {"frontier": {"series": {"x": {"base": "identity"}}}}},
+                {"analyses": {"frontier": {"series": {"x": {"base": "identity", "points": [{}], "oops": 1}}}}},
+                {"analyses": {"tables": {"gain": {}}}}, {"analyses": {"tuning": {"k_steps": []}}},
+                {"settings": [["tiny-llama"]]}, {"settings": [["tiny-llama", "sotu"]], "corpora": ["sotu"]}):
         with pytest.raises(InputError):
             sweep.expand({**grid(1), **bad})
 
 
-def test_the_paper_sweep_names_the_paper_profile_cells():
-    from kakeya_lib.paths import REPO_ROOT
-
-    s = sweep.load(REPO_ROOT / "sweeps" / "paper-main.yaml")
-    assert {t.kind for t in s.tasks} == set(e2e.ANALYSES)
-    head = next(t for t in s.tasks if t.kind == "head_to_head")
-    assert Store().has(head.cell), "the committed paper head-to-head cell must be what the sweep file names"
+def test_settings_series_tables_and_tuning_expand_to_their_cells():
+    spec = {"profile": "smoke", "settings": [["tiny-llama", "sotu"], ["tiny-gemma3", "sotu"]], "seed": 0,
+            "sizes": [{"ctx": 32, "n_eval": 8, "n_passages": 2, "calib_passages": 1}],
+            "analyses": {"frontier": {"series": {"TQ +sink": {"base": {"name": "TQ +sink", "k": "turboquant",
+                                                                         "protect_tokens": 1},
+                                                                "points": [{"bits": 3}, {"bits": 4}]}}},
+                         "tables": {"gain": {"entries": ["identity", {"name": "x", "k": "kivi:bits=2", "hot_tokens": 4}]}},
+                         "tuning": {"k_steps": [0.5, 0.9], "v_steps": [0.7], "targets": [0.01], "n_passages": 3}}}
+    s = sweep.expand(spec)
+    assert [(t.kind, t.cell.model) for t in s.tasks] == [
+        ("frontier", "tiny-llama"), ("head_to_head", "tiny-llama"), ("tuning", "tiny-llama"),
+        ("frontier", "tiny-gemma3"), ("head_to_head", "tiny-gemma3"), ("tuning", "tiny-gemma3")]
+    front, table, tune = s.tasks[:3]
+    assert front.cell.label.startswith("TQ-plus-sink-") and front.cell.params["exact_tokens"] == [[1, 0, 0]] * 2
+    assert [p.label for _, p in front.plans()] == ["TQ +sink bits=3", "TQ +sink bits=4"]
+    assert table.cell.label.startswith("gain-") and table.plans()[1][1].hot_tokens == 4
+    assert tune.split == "calib" and tune.size.n_passages == 3 and len(tune.plans()) == 2
 
 
 def test_local_run_then_rerun_does_no_work_and_failures_are_recorded(tmp_path):

@@ -58,7 +58,7 @@ def measured_tables(store: Store, profile: str, model: str, corpus: str) -> dict
     scaling = store.largest(profile, "mse/ctx_scaling", model, corpus)
     if scaling is not None:
         out["ctx_scaling"] = (scaling.rows, f"{model}, {corpus}, measured at each length")
-    head = store.largest(profile, "e2e/head_to_head", model, corpus)
+    head = store.largest(profile, "e2e/head_to_head", model, corpus, label_prefix="ctx")  # not a named table
     if head is not None:
         p = head.cell.params
         out["head_to_head"] = (head.rows, f"{model}, {corpus}, ctx {p['ctx']}, {p['n_passages']} passages")

@@ -8,7 +8,8 @@ sweep and a sweep on a cluster name the same cell the same way and find each oth
 
 Rows of a comparison are *entries* (:func:`entry_plans`): a recipe name, a ``"K_SPEC|V_SPEC"``
 pair, or a mapping ``{name, family, recipe | k [, v], protect_tokens, hot_tokens, boundary}``
-(a recipe with overrides, or specs with their exact tokens), so every codec can be given the same
+(a recipe with overrides, or specs with their exact tokens; ``keys`` / ``k_keys`` / ``v_keys`` set
+spec keys on both streams / K / V), so every codec can be given the same
 exact tokens and every row says which it had. A frontier *series* is one entry plus the points
 it is swept over (:func:`series_plans`); each series is a cell of its own.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from typing import Any, Mapping, Sequence
 
 from .. import codecs
@@ -52,7 +54,8 @@ TUNING_RULE = "largest ratio_vs_bf16 with kl_mean <= target on calib-split passa
 # The strongest baselines at comparable budgets ("K|V" when they differ).
 BASELINE_PAIRS = ["int:bits=4,rotate=1", "turboquant:bits=4", "turboquant:bits=3", "kivi:bits=4|kivi:bits=4,mode=value"]
 LONG_CONTEXT_PAIRS = ["turboquant:bits=4"]
-_ENTRY_KEYS = {"name", "family", "recipe", "k", "v", "protect_tokens", "hot_tokens", "boundary"}
+_ENTRY_KEYS = {"name", "family", "recipe", "k", "v", "keys", "k_keys", "v_keys", "protect_tokens", "hot_tokens",
+               "boundary"}
 
 
 def entry_plans(entries: Sequence[Any]) -> LabelledPlans:
@@ -89,6 +92,11 @@ def _mapping_plan(entry: Mapping[str, Any]) -> tuple[dict[str, Any], KVPlan]:
     else:
         plan = KVPlan(str(entry["k"]), entry.get("v"), name=str(entry["name"]), **overrides)
         family, source = "baseline", str(entry["k"]) + (f"|{entry['v']}" if entry.get("v") else "")
+    keys = dict(entry.get("keys") or {})
+    if keys or entry.get("k_keys") or entry.get("v_keys"):
+        k = codecs.with_keys(plan.k, **keys, **dict(entry.get("k_keys") or {}))
+        v = codecs.with_keys(plan.v or plan.k, **keys, **dict(entry.get("v_keys") or {}))
+        plan = dataclasses.replace(plan, k=k, v=v)
     return {"family": str(entry.get("family", family)), "source": source}, plan
 
 
@@ -113,6 +121,8 @@ def series_plans(name: str, base: Any, points: Sequence[Mapping[str, Any]]) -> L
 
 
 def _point_label(point: Mapping[str, Any]) -> str:
+    if not point:
+        return "(as given)"  # the base entry itself, e.g. a tuned recipe on its own frontier
     parts = []
     for key, val in point.items():
         if isinstance(val, Mapping):
@@ -245,6 +255,11 @@ def _labels(plans: LabelledPlans) -> list[str]:
     return [p.label for _, p in plans]
 
 
+def _exact_tokens(plans: LabelledPlans) -> list[list[int]]:
+    """[protect_tokens, hot_tokens, boundary] per plan: part of what identifies a comparison cell."""
+    return [[p.protect_tokens, p.hot_tokens, p.boundary] for _, p in plans]
+
+
 def _entries(pairs: Sequence[Any], recipes: Sequence[str], entries: Sequence[Any]) -> list[Any]:
     return [*pairs, *recipes, *entries]
 
@@ -255,11 +270,10 @@ def head_to_head(profile: str, model: str, corpus: str, size: Size, pairs: Seque
     """Comparison entries side by side (``table`` names a second head-to-head cell, e.g. ``gain``)."""
     every = _entries(pairs, recipes, entries)
     plans = entry_plans(every)
-    exact = [(p.protect_tokens, p.hot_tokens, p.boundary) for _, p in plans]
     label = None if table is None else f"{table}-{size.label}"
     extra = {} if table is None else {"table": table}
     return Task("head_to_head", _cell(profile, model, corpus, "head_to_head", size, label, k_metric=k_metric,
-                                      plans=_labels(plans), exact_tokens=exact, **extra),
+                                      plans=_labels(plans), exact_tokens=_exact_tokens(plans), **extra),
                 size, {"entries": list(every)}, k_metric)
 
 
@@ -267,10 +281,10 @@ def frontier(profile: str, model: str, corpus: str, size: Size, series: str, bas
              points: Sequence[Mapping[str, Any]]) -> Task:
     """One codec series at several rates (one cell per series)."""
     plans = series_plans(series, base, points)
-    slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in series).strip("-") or "series"
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", series.replace("+", " plus ").replace(" -", " minus ")).strip("-")
     return Task("frontier", _cell(profile, model, corpus, "frontier", size, f"{slug}-{size.label}",
                                   series=series, plans=_labels(plans),
-                                  exact_tokens=[(p.protect_tokens, p.hot_tokens, p.boundary) for _, p in plans]),
+                                  exact_tokens=_exact_tokens(plans)),
                 size, {"series": series, "base": base, "points": [dict(p) for p in points]})
 
 
@@ -301,7 +315,7 @@ def long_context(profile: str, model: str, corpus: str, size: Size, pairs: Seque
     every = _entries(pairs, recipes, entries)
     plans = entry_plans(every)
     return Task("long_context", _cell(profile, model, corpus, "long_context", size, plans=_labels(plans),
-                                      exact_tokens=[(p.protect_tokens, p.hot_tokens, p.boundary) for _, p in plans]),
+                                      exact_tokens=_exact_tokens(plans)),
                 size, {"entries": list(every)})
 
 

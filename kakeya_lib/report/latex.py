@@ -25,7 +25,7 @@ _TEX_TEXT = {"×": r"$\times$", "Δ": r"$\Delta$", "Σ": r"$\Sigma$", "≤": r"$
 
 
 def camel(text: str) -> str:
-    """A LaTeX-safe macro name part: ``"ours-ec5 ratio"`` → ``"OursEcFiveRatio"`` (letters only)."""
+    """A LaTeX-safe macro name part: ``"ours-5x ratio"`` → ``"OursFiveXRatio"`` (letters only)."""
     words = re.split(r"[^A-Za-z0-9]+", text)
     out = []
     for w in words:

@@ -1,0 +1,139 @@
+"""Table builders over the end-to-end store cells (what ``render-e2e`` writes, with tests).
+
+* :func:`series_points`: a setting's frontier series (one cell per series) as ``{series: rows}``;
+* :func:`frontier_summary`: per setting and series, the ratio at KL <= 0.005 / 0.01 / 0.02 and
+  at Δppl <= 1 % (:func:`.frontier.ratio_at`: log-KL interpolation between measured points);
+* :func:`paired_at_matched_ratio`: for our headline recipe against each peer series, the peer
+  point nearest in ratio and the paired bootstrap CI of the per-passage KL difference;
+* :func:`gain_rows`: "where the gain comes from": our parts removed from the tuned recipe (the
+  ``gain`` table cell) beside the peer with each part added (its frontier series);
+* :func:`tuning_rows`: the tuning cell, its selected rows marked.
+
+Every builder reads only the store, so the render notebook stays a thin caller.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from ..store import CellResult, Store
+from .frontier import frontier_table, paired_difference
+
+KL_TARGETS = (0.005, 0.01, 0.02)
+PPL_TARGET = 1.0
+
+
+def settings(store: Store, profile: str) -> list[tuple[str, str]]:
+    """(model, corpus) pairs that have frontier cells, sorted."""
+    return sorted({(c.cell.model, c.cell.corpus) for c in store.cells(profile, "e2e/frontier")})
+
+
+def series_cells(store: Store, profile: str, model: str, corpus: str) -> dict[str, CellResult]:
+    """The frontier cell of each series (the one with most passages when a series has several sizes)."""
+    best: dict[str, CellResult] = {}
+    for c in store.cells(profile, "e2e/frontier", model, corpus):
+        name = str(c.cell.params["series"])
+        size = (c.cell.params.get("n_passages", 0), c.cell.params.get("ctx", 0))
+        old = best.get(name)
+        if old is None or size > (old.cell.params.get("n_passages", 0), old.cell.params.get("ctx", 0)):
+            best[name] = c
+    return best
+
+
+def series_points(store: Store, profile: str, model: str, corpus: str) -> dict[str, list[dict[str, Any]]]:
+    """``{series: rows}`` of one setting, series in a stable order (ours first)."""
+    cells = series_cells(store, profile, model, corpus)
+    order = sorted(cells, key=lambda s: (not s.startswith("ours"), s))
+    return {s: list(cells[s].rows) for s in order}
+
+
+def frontier_summary(store: Store, profile: str, kl_targets: Sequence[float] = KL_TARGETS,
+                     ppl_target: float = PPL_TARGET) -> list[dict[str, Any]]:
+    """One row per setting and series: ratios at the quality bars (see :mod:`.frontier`)."""
+    out = []
+    for model, corpus in settings(store, profile):
+        for row in frontier_table(series_points(store, profile, model, corpus), kl_targets, ppl_target):
+            out.append({"model": model, "corpus": corpus, **row})
+    return out
+
+
+def _with_results(store: Store, cell: CellResult) -> CellResult:
+    return cell if cell.results is not None else store.load(cell.cell, with_results=True)
+
+
+def paired_at_matched_ratio(store: Store, profile: str, model: str, corpus: str, ours_plan: str,
+                            ours_series: str = "ours") -> list[dict[str, Any]]:
+    """Our point ``ours_plan`` against the nearest-ratio point of every other series.
+
+    Rows: peer series and plan, both ratios, both KLs, and the paired bootstrap 95 % CI of the
+    per-passage KL difference (ours − peer; negative = ours better) on the shared passages.
+    """
+    cells = series_cells(store, profile, model, corpus)
+    if ours_series not in cells:
+        return []
+    ours_cell = _with_results(store, cells[ours_series])
+    try:
+        i = [r["plan"] for r in ours_cell.rows].index(ours_plan)
+    except ValueError:
+        return []
+    ours_row, ours_res = ours_cell.rows[i], ours_cell.results["results"][i]
+    ours_ids = ours_cell.results.get("passage_ids")
+    out = []
+    for name, cell in cells.items():
+        if name == ours_series:
+            continue
+        cell = _with_results(store, cell)
+        j = min(range(len(cell.rows)), key=lambda k: abs(cell.rows[k]["ratio_vs_bf16"] - ours_row["ratio_vs_bf16"]))
+        peer_row, peer_res = cell.rows[j], cell.results["results"][j]
+        diff = paired_difference(ours_res, peer_res, "kl_mean",
+                                 passage_ids=(ours_ids, cell.results.get("passage_ids")))
+        out.append({"series": name, "peer_plan": peer_row["plan"], "ours_ratio": ours_row["ratio_vs_bf16"],
+                    "peer_ratio": peer_row["ratio_vs_bf16"], "ours_kl": ours_row["kl_mean"],
+                    "peer_kl": peer_row["kl_mean"], "kl_diff": diff.mean, "kl_diff_lo": diff.lo,
+                    "kl_diff_hi": diff.hi, "decided": diff.decided, "n_passages": diff.n_passages})
+    return out
+
+
+def gain_rows(store: Store, profile: str, model: str, corpus: str, peer_series: Sequence[str] = (
+        "TurboQuant", "TurboQuant +sink", "TurboQuant +sink +entropy"), peer_point: str = "bits=4"
+              ) -> list[dict[str, Any]]:
+    """The peer with each of our parts added, then ours with each part removed."""
+    out = []
+    cells = series_cells(store, profile, model, corpus)
+    for name in peer_series:
+        for r in cells[name].rows if name in cells else []:
+            if r["plan"].endswith(peer_point):
+                out.append({"side": "peer + part", **r})
+    gain = store.largest(profile, "e2e/head_to_head", model, corpus, label_prefix="gain-")
+    for r in gain.rows if gain else []:
+        out.append({"side": "ours − part", **r})
+    return out
+
+
+def tuning_rows(store: Store, profile: str) -> list[dict[str, Any]]:
+    """Rows of every tuning cell with the cell's model/corpus and split (calib)."""
+    out = []
+    for c in store.cells(profile, "e2e/tuning"):
+        out += [{"model": c.cell.model, "corpus": c.cell.corpus, "split": c.cell.params.get("split"),
+                 "selected": ", ".join(f"KL<={t:g}" for t in r.get("selected_for_kl", [])), **r} for r in c.rows]
+    return out
+
+
+def recipe_point(rows: Sequence[Mapping[str, Any]], recipe: str) -> Mapping[str, Any] | None:
+    """The row of ``rows`` that is exactly the named recipe (same K/V specs and exact tokens)."""
+    from .. import codecs  # noqa: PLC0415
+    from ..llm import recipes  # noqa: PLC0415
+
+    plan = recipes.load(recipe).plan()
+    want = (codecs.get(plan.k).spec, codecs.get(plan.v or plan.k).spec, plan.protect_tokens, plan.hot_tokens)
+    for r in rows:
+        if (r["k_codec"], r["v_codec"], r.get("protect_tokens", 0), r.get("hot_tokens", 0)) == want:
+            return r
+    return None
+
+
+def exact_tokens_text(row: Mapping[str, Any]) -> str:
+    """``"sink 1"``, ``"sink 4 + recent 128"`` or ``"none"`` for a row."""
+    sink, recent = int(row.get("protect_tokens") or 0), int(row.get("hot_tokens") or 0)
+    parts = ([f"sink {sink}"] if sink else []) + ([f"recent {recent}"] if recent else [])
+    return " + ".join(parts) or "none"

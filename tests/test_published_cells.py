@@ -1,0 +1,68 @@
+"""The committed paper-profile cells: computed by this code's notebooks or sweeps from a clean tree
+(never imported), and our tuned recipes chosen on calib-split passages only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kakeya_lib import codecs
+from kakeya_lib.experiments import e2e
+from kakeya_lib.llm import corpora, recipes
+from kakeya_lib.paths import RESULTS_DIR
+from kakeya_lib.store import Cell, Store
+
+PAPER = RESULTS_DIR / "paper"
+
+
+def committed_cells() -> list:
+    return sorted(p.parent for p in PAPER.rglob("provenance.json") if not p.parent.name.startswith("."))
+
+
+@pytest.mark.parametrize("cell_dir", committed_cells(), ids=lambda p: str(p.relative_to(PAPER)))
+def test_paper_cells_are_not_imported_and_come_from_a_clean_tree(cell_dir):
+    prov = json.loads((cell_dir / "provenance.json").read_text())
+    assert "imported_from" not in json.dumps(prov), "a published cell must be computed, not imported"
+    assert prov["git"]["sha"] and prov["git"]["dirty"] is False, "computed from a dirty tree"
+    assert "threads" in prov, "cells record their thread counts"
+
+
+def tuned_recipes() -> list[recipes.Recipe]:
+    return [r for r in (recipes.load(n) for n in recipes.names()) if r.tuning is not None]
+
+
+def test_the_headline_recipes_are_tuned():
+    assert {r.name for r in tuned_recipes()} >= {e2e.HEADLINE_RECIPE, "ours-6x"}
+
+
+@pytest.mark.parametrize("recipe", tuned_recipes(), ids=lambda r: r.name)
+def test_tuned_recipes_come_from_a_calib_tuning_cell_by_its_rule(recipe):
+    cell_dir = RESULTS_DIR / recipe.tuning["cell"]
+    assert (cell_dir / "config.json").is_file(), f"{recipe.name}: its tuning cell {recipe.tuning['cell']} is not in the store"
+    config = json.loads((cell_dir / "config.json").read_text())
+    cell = Cell(config["profile"], config["model"], config["corpus"], config["analysis"], config["label"], config["params"])
+    got = Store().load(cell, with_results=True)
+    assert cell.analysis == "e2e/tuning" and got.results["split"] == "calib"
+    assert all(corpora.split_of(d) == "calib" for docs in got.results["doc_ids"] for d in docs)
+    assert all(":calib:" in pid for pid in got.results["passage_ids"])
+    chosen = e2e.select_by_kl(got.rows, recipe.tuning["target_kl"])
+    assert chosen is not None and recipe.tuning["target_kl"] in chosen["selected_for_kl"]
+    plan = recipe.plan()
+    assert (codecs.get(plan.k).spec, codecs.get(plan.v).spec) == (chosen["k_codec"], chosen["v_codec"]), \
+        f"{recipe.name}: its specs are not the ones its tuning cell selected"
+    assert plan.protect_tokens == chosen["protect_tokens"]
+
+
+def test_no_tuning_passage_shares_a_document_with_an_evaluation_passage():
+    store = Store()
+    tuning_docs = {d for c in store.cells("paper", "e2e/tuning") for docs in
+                   (store.load(c.cell, with_results=True).results or {}).get("doc_ids", []) for d in docs}
+    eval_docs = set()
+    for c in store.cells("paper"):
+        if c.cell.analysis.startswith("e2e/") and c.cell.analysis != "e2e/tuning":
+            res = store.load(c.cell, with_results=True).results or {}
+            eval_docs |= {d for docs in res.get("doc_ids", []) for d in docs}
+            assert res.get("split", "eval") == "eval"
+    assert tuning_docs, "no tuning cell in the paper store"
+    assert not tuning_docs & eval_docs
