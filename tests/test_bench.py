@@ -36,8 +36,10 @@ def run_cli(args, capsys):
 
 
 def test_default_codecs_cover_the_registry():
+    # kvtc needs a per-model calibration artifact (fitted on a real model's K/V), so it is timed
+    # on real captures only, not in the synthetic suite.
     names = {codecs.get(s).name for s in benchmark.DEFAULT_CODECS}
-    assert names == set(codecs.names())
+    assert names == set(codecs.names()) - {"kvtc"}
     assert benchmark.DEFAULT_CODECS[0] == "kakeya"
 
 

@@ -35,6 +35,7 @@ def register(cls: type[Codec]) -> type[Codec]:
 
 for _cls in (IdentityCodec, KakeyaCodec, TurboQuantCodec, IntCodec, KiviCodec, Fp8Codec, BesicovitchCodec):
     register(_cls)
+register(__import__(f"{__name__}.kvtc", fromlist=["KVTCCodec"]).KVTCCodec)  # calibrated: needs a kvtc_calib artifact
 
 
 def names() -> list[str]:
