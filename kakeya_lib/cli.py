@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__, backend, codecs, provenance, synthetic
-from .errors import KakeyaError, SpecError
+from .errors import KakeyaError
 
 DEFAULT_BENCH_SPEC = "kakeya"
 

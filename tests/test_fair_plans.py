@@ -3,9 +3,7 @@ plan on calib passages, comparison entries with their exact tokens, the tuning r
 
 from __future__ import annotations
 
-import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,36 +15,16 @@ from kakeya_lib.llm.evaluate import evaluate_many
 from kakeya_lib.llm.models import tiny_model
 from kakeya_lib.llm.plan import KVPlan, resolve_plan
 
+from .conftest import TinyTokenizer
+
 G = torch.Generator().manual_seed(3)
 EVAL = [torch.randint(3, 96, (72,), generator=G).tolist() for _ in range(2)]
 CTX = 64
 
 
-class TinyTokenizer:
-    bos_token_id = 1
-    eos_token_id = 2
-
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
-        return {"input_ids": [3 + (ord(c) % 93) for c in text]}
-
-    def decode(self, ids) -> str:
-        return " ".join(map(str, ids))
-
-
 @pytest.fixture(autouse=True)
 def _calib_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(kakeya_codec, "CALIB_DIR", tmp_path / "calib")
-
-
-@pytest.fixture(scope="module", name="tiny_corpus")
-def tiny_corpus_fixture(tmp_path_factory):
-    rng = np.random.default_rng(5)
-    words = [f"w{i}" for i in range(40)]
-    docs = [{"id": f"doc-{i:03d}", "text": " ".join(rng.choice(words, size=int(rng.integers(80, 200))))}
-            for i in range(80)]
-    folder = tmp_path_factory.mktemp("corpus")
-    (folder / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    return corpora.load_corpus(folder / "docs.jsonl", cache_dir=folder / "hf")
 
 
 def test_recent_tokens_stay_exact_and_are_billed_at_bf16():

@@ -22,23 +22,12 @@ from kakeya_lib.llm.models import tiny_model
 from kakeya_lib.llm.plan import KVPlan, resolve_plan
 from kakeya_lib.llm.prerope import make_cache, patch_model
 
+from .conftest import TinyTokenizer
+
 G = torch.Generator().manual_seed(11)
 IDS = [torch.randint(3, 96, (40,), generator=G).tolist() for _ in range(3)]
 EVAL = [torch.randint(3, 96, (72,), generator=G).tolist() for _ in range(2)]
 CTX = 64
-
-
-class TinyTokenizer:
-    """Characters → ids 3..95 (the tiny models' vocabulary), BOS 1, EOS 2."""
-
-    bos_token_id = 1
-    eos_token_id = 2
-
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
-        return {"input_ids": [3 + (ord(c) % 93) for c in text]}
-
-    def decode(self, ids) -> str:
-        return " ".join(map(str, ids))
 
 
 @pytest.fixture(autouse=True, name="calib_dir")
@@ -47,18 +36,6 @@ def calib_dir_fixture(tmp_path, monkeypatch):
     folder = tmp_path / "calib"
     monkeypatch.setattr(kakeya_codec, "CALIB_DIR", folder)
     return folder
-
-
-@pytest.fixture(scope="module", name="tiny_corpus")
-def tiny_corpus_fixture(tmp_path_factory):
-    rng = np.random.default_rng(5)
-    words = [f"w{i}" for i in range(40)]
-    docs = [{"id": f"doc-{i:03d}", "text": " ".join(rng.choice(words, size=int(rng.integers(80, 200))))}
-            for i in range(80)]
-    folder = tmp_path_factory.mktemp("corpus")
-    path = folder / "docs.jsonl"
-    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    return corpora.load_corpus(path, cache_dir=folder / "hf")
 
 
 # --------------------------------------------------------------------------------------------
