@@ -25,13 +25,16 @@ PPL_TARGET = 1.0
 
 def settings(store: Store, profile: str) -> list[tuple[str, str]]:
     """(model, corpus) pairs that have frontier cells, sorted."""
-    return sorted({(c.cell.model, c.cell.corpus) for c in store.cells(profile, "e2e/frontier")})
+    return sorted({(c.cell.model, c.cell.corpus) for c in store.cells(profile, "e2e/frontier")
+                   if "series" in c.cell.params})
 
 
 def series_cells(store: Store, profile: str, model: str, corpus: str) -> dict[str, CellResult]:
     """The frontier cell of each series (the one with most passages when a series has several sizes)."""
     best: dict[str, CellResult] = {}
     for c in store.cells(profile, "e2e/frontier", model, corpus):
+        if "series" not in c.cell.params:
+            continue  # a frontier cell of the format before series existed (one grid of our steps)
         name = str(c.cell.params["series"])
         size = (c.cell.params.get("n_passages", 0), c.cell.params.get("ctx", 0))
         old = best.get(name)
@@ -94,16 +97,20 @@ def paired_at_matched_ratio(store: Store, profile: str, model: str, corpus: str,
     return out
 
 
-def gain_rows(store: Store, profile: str, model: str, corpus: str, peer_series: Sequence[str] = (
+def gain_rows(store: Store, profile: str, model: str, corpus: str, recipe: str, peer_series: Sequence[str] = (
         "TurboQuant", "TurboQuant +sink", "TurboQuant +sink +entropy"), peer_point: str = "bits=4"
               ) -> list[dict[str, Any]]:
-    """The peer with each of our parts added, then ours with each part removed."""
+    """The peer with each of our parts added, then ``recipe`` (its point on the ``ours`` series)
+    and the ``gain`` table's rows: the recipe with each part removed."""
     out = []
     cells = series_cells(store, profile, model, corpus)
     for name in peer_series:
         for r in cells[name].rows if name in cells else []:
             if r["plan"].endswith(peer_point):
                 out.append({"side": "peer + part", **r})
+    ours = recipe_point(cells["ours"].rows, recipe) if "ours" in cells else None
+    if ours is not None:
+        out.append({"side": "ours", **ours, "plan": recipe})
     gain = store.largest(profile, "e2e/head_to_head", model, corpus, label_prefix="gain-")
     for r in gain.rows if gain else []:
         out.append({"side": "ours − part", **r})

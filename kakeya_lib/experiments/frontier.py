@@ -122,8 +122,10 @@ def frontier_table(series: Mapping[str, Sequence[Mapping[str, Any]]], kl_targets
     """One row per series: its ratio at each KL target and at Δppl <= ``ppl_target`` %."""
     rows = []
     for name, points in series.items():
-        row: dict[str, Any] = {"series": name, "points": len(points),
-                               "exact_tokens": _exact_tokens(points)}
+        model_bytes = max((int(p.get("kvtc_artifact_bytes") or 0) for p in points), default=0)
+        row: dict[str, Any] = {"series": name, "points": len(points), "exact_tokens": _exact_tokens(points),
+                               # per-model calibration tables (KVTC's bases): not in the per-prompt ratio
+                               "model_bytes": model_bytes or None}
         for t in kl_targets:
             r = ratio_at(points, t, "kl_mean")
             row[f"kl<={t:g}"] = r.text()

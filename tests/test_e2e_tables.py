@@ -1,0 +1,72 @@
+"""The render notebook's table builders over a small hand-made store."""
+
+from __future__ import annotations
+
+import pytest
+
+from kakeya_lib import codecs
+from kakeya_lib.experiments import e2e, e2e_tables
+from kakeya_lib.llm import recipes
+from kakeya_lib.store import Cell, Store
+
+SIZE = {"ctx": 64, "n_eval": 8, "n_passages": 3}
+
+
+def row(plan, ratio, kl, k="turboquant", v="turboquant", protect=1, hot=0):
+    return {"plan": plan, "ratio_vs_bf16": ratio, "kl_mean": kl, "delta_ppl_pct": 100 * kl, "k_codec": k,
+            "v_codec": v, "protect_tokens": protect, "hot_tokens": hot, "boundary": 0}
+
+
+def result(kls):
+    return {"per_passage": [{"kl_mean": x, "delta_ppl_pct": 100 * x} for x in kls]}
+
+
+def save(store, analysis, label, params, rows, results=None):
+    cell = Cell("smoke", "tiny", "sotu", analysis, label, {**SIZE, **params})
+    store.save(cell, rows, {}, {"results": results or [result([r["kl_mean"]] * 3) for r in rows],
+                                "passage_ids": ["a", "b", "c"], "split": params.get("split", "eval")})
+
+
+@pytest.fixture(name="store")
+def store_fixture(tmp_path):
+    store = Store(tmp_path)
+    plan = recipes.load("ours-5x").plan()
+    k, v = codecs.get(plan.k).spec, codecs.get(plan.v).spec
+    save(store, "e2e/frontier", "ours-x", {"series": "ours"},
+         [row("ours (as given)", 5.0, 0.006, k, v), row("ours coarse", 6.0, 0.015, k + "x", v)],
+         [result([0.005, 0.006, 0.007]), result([0.014, 0.015, 0.016])])
+    save(store, "e2e/frontier", "tq-x", {"series": "TurboQuant +sink"},
+         [row("TurboQuant +sink bits=3", 4.8, 0.03), row("TurboQuant +sink bits=4", 3.7, 0.009)],
+         [result([0.02, 0.03, 0.04]), result([0.008, 0.009, 0.010])])
+    save(store, "e2e/frontier", "ctx64-old", {"steps": [0.5]}, [row("old grid", 5.0, 0.01)])  # the old format
+    save(store, "e2e/head_to_head", "gain-x", {"table": "gain"}, [row("ours-5x -sink", 5.1, 0.02, protect=0)])
+    save(store, "e2e/tuning", "tune-x", {"split": "calib"},
+         e2e.mark_selected([row("a", 4.0, 0.004), row("b", 5.0, 0.009)], [0.005, 0.01]))
+    return store
+
+
+def test_series_points_skip_old_cells_and_order_ours_first(store):
+    assert e2e_tables.settings(store, "smoke") == [("tiny", "sotu")]
+    assert list(e2e_tables.series_points(store, "smoke", "tiny", "sotu")) == ["ours", "TurboQuant +sink"]
+
+
+def test_frontier_summary_reads_each_series_at_the_bars(store):
+    rows = {r["series"]: r for r in e2e_tables.frontier_summary(store, "smoke")}
+    assert rows["ours"]["kl<=0.005"] == "--" and 5.0 < rows["ours"]["kl<=0.01 ratio"] < 6.0
+    assert rows["TurboQuant +sink"]["kl<=0.01 kind"] == "interpolated" and rows["ours"]["exact_tokens"] == "sink 1"
+
+
+def test_paired_comparison_picks_the_nearest_ratio_point_and_its_interval(store):
+    ours = e2e_tables.recipe_point(e2e_tables.series_points(store, "smoke", "tiny", "sotu")["ours"], "ours-5x")
+    assert ours["plan"] == "ours (as given)"
+    (r,) = e2e_tables.paired_at_matched_ratio(store, "smoke", "tiny", "sotu", ours["plan"])
+    assert r["peer_plan"] == "TurboQuant +sink bits=3" and r["kl_diff"] == pytest.approx(-0.024)
+    assert r["kl_diff_hi"] < 0 and r["decided"]
+
+
+def test_gain_and_tuning_rows(store):
+    sides = [(r["side"], r["plan"]) for r in e2e_tables.gain_rows(store, "smoke", "tiny", "sotu", "ours-5x")]
+    assert sides == [("peer + part", "TurboQuant +sink bits=4"), ("ours", "ours-5x"), ("ours − part", "ours-5x -sink")]
+    tuning = e2e_tables.tuning_rows(store, "smoke")
+    assert [r["selected"] for r in tuning] == ["KL<=0.005", "KL<=0.01"] and tuning[0]["split"] == "calib"
+    assert e2e_tables.exact_tokens_text({"protect_tokens": 4, "hot_tokens": 128}) == "sink 4 + recent 128"
