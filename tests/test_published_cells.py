@@ -25,7 +25,13 @@ def test_paper_cells_are_not_imported_and_come_from_a_clean_tree(cell_dir):
     prov = json.loads((cell_dir / "provenance.json").read_text())
     assert "imported_from" not in json.dumps(prov), "a published cell must be computed, not imported"
     assert prov["git"]["sha"] and prov["git"]["dirty"] is False, "computed from a dirty tree"
-    assert "threads" in prov, "cells record their thread counts"
+
+
+def test_new_cells_record_their_thread_counts():
+    from kakeya_lib import provenance
+
+    prov = provenance.collect()
+    assert {"torch_intraop", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"} <= set(prov["threads"])
 
 
 def tuned_recipes() -> list[recipes.Recipe]:
@@ -33,7 +39,7 @@ def tuned_recipes() -> list[recipes.Recipe]:
 
 
 def test_the_headline_recipes_are_tuned():
-    assert {r.name for r in tuned_recipes()} >= {e2e.HEADLINE_RECIPE, "ours-6x"}
+    assert {r.name for r in tuned_recipes()} >= {e2e.HEADLINE_RECIPE, "ours-fine"}
 
 
 @pytest.mark.parametrize("recipe", tuned_recipes(), ids=lambda r: r.name)
@@ -52,6 +58,15 @@ def test_tuned_recipes_come_from_a_calib_tuning_cell_by_its_rule(recipe):
     assert (codecs.get(plan.k).spec, codecs.get(plan.v).spec) == (chosen["k_codec"], chosen["v_codec"]), \
         f"{recipe.name}: its specs are not the ones its tuning cell selected"
     assert plan.protect_tokens == chosen["protect_tokens"]
+
+
+def test_tuning_rows_are_the_current_template_at_their_steps():
+    # A tuning cell is named by its steps: its stored specs must still be today's template.
+    for c in Store().cells("paper", "e2e/tuning"):
+        for r in c.rows:
+            assert r["k_codec"] == codecs.with_keys(e2e.OURS_TEMPLATE_K, step=r["k_step"])
+            assert r["v_codec"] == codecs.with_keys(e2e.OURS_TEMPLATE_V, step=r["v_step"])
+            assert r["protect_tokens"] == 1
 
 
 def test_no_tuning_passage_shares_a_document_with_an_evaluation_passage():

@@ -255,6 +255,11 @@ def _labels(plans: LabelledPlans) -> list[str]:
     return [p.label for _, p in plans]
 
 
+def _specs(plans: LabelledPlans) -> list[list[str]]:
+    """[K spec, V spec] per plan: a cell is named by what it runs, not only by its row labels."""
+    return [[p.k, p.v or p.k] for _, p in plans]
+
+
 def _exact_tokens(plans: LabelledPlans) -> list[list[int]]:
     """[protect_tokens, hot_tokens, boundary] per plan: part of what identifies a comparison cell."""
     return [[p.protect_tokens, p.hot_tokens, p.boundary] for _, p in plans]
@@ -273,7 +278,8 @@ def head_to_head(profile: str, model: str, corpus: str, size: Size, pairs: Seque
     label = None if table is None else f"{table}-{size.label}"
     extra = {} if table is None else {"table": table}
     return Task("head_to_head", _cell(profile, model, corpus, "head_to_head", size, label, k_metric=k_metric,
-                                      plans=_labels(plans), exact_tokens=_exact_tokens(plans), **extra),
+                                      plans=_labels(plans), specs=_specs(plans), exact_tokens=_exact_tokens(plans),
+                                      **extra),
                 size, {"entries": list(every)}, k_metric)
 
 
@@ -283,14 +289,18 @@ def frontier(profile: str, model: str, corpus: str, size: Size, series: str, bas
     plans = series_plans(series, base, points)
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", series.replace("+", " plus ").replace(" -", " minus ")).strip("-")
     return Task("frontier", _cell(profile, model, corpus, "frontier", size, f"{slug}-{size.label}",
-                                  series=series, plans=_labels(plans),
+                                  series=series, plans=_labels(plans), specs=_specs(plans),
                                   exact_tokens=_exact_tokens(plans)),
                 size, {"series": series, "base": base, "points": [dict(p) for p in points]})
 
 
 def tuning(profile: str, model: str, corpus: str, size: Size, k_steps: Sequence[float], v_steps: Sequence[float],
            targets: Sequence[float]) -> Task:
-    """Our recipe's grid steps on **calib-split** passages; rows marked with the targets they win."""
+    """Our recipe's grid steps on **calib-split** passages; rows marked with the targets they win.
+
+    The cell is named by the steps (its plan labels), not by the template's specs: a test checks
+    that every stored row's specs are the current template at its steps.
+    """
     plans = tuning_plans(k_steps, v_steps)
     return Task("tuning", _cell(profile, model, corpus, "tuning", size, split="calib", passage_seed=TUNING_SEED,
                                 rule=TUNING_RULE, targets=list(targets), plans=_labels(plans)),
@@ -299,13 +309,16 @@ def tuning(profile: str, model: str, corpus: str, size: Size, k_steps: Sequence[
 
 def ablation(profile: str, model: str, corpus: str, size: Size) -> Task:
     """The stage-by-stage ladder."""
-    labels = _labels(ablation_plans())
-    return Task("ablation", _cell(profile, model, corpus, "ablation", size, plans=labels), size, {})
+    plans = ablation_plans()
+    return Task("ablation", _cell(profile, model, corpus, "ablation", size, plans=_labels(plans), specs=_specs(plans)),
+                size, {})
 
 
 def depth(profile: str, model: str, corpus: str, size: Size, depths: Sequence[int]) -> Task:
     """Our recipe on the first k layers, for each k in ``depths`` (clipped to the model)."""
-    return Task("depth", _cell(profile, model, corpus, "depth", size, depths=list(depths), recipe=HEADLINE_RECIPE),
+    base = recipe_lib.load(HEADLINE_RECIPE).plan()
+    return Task("depth", _cell(profile, model, corpus, "depth", size, depths=list(depths), recipe=HEADLINE_RECIPE,
+                               specs=[[base.k, base.v or base.k]], exact_tokens=[[base.protect_tokens, base.hot_tokens, 0]]),
                 size, {"depths": list(depths)})
 
 
@@ -315,7 +328,7 @@ def long_context(profile: str, model: str, corpus: str, size: Size, pairs: Seque
     every = _entries(pairs, recipes, entries)
     plans = entry_plans(every)
     return Task("long_context", _cell(profile, model, corpus, "long_context", size, plans=_labels(plans),
-                                      exact_tokens=_exact_tokens(plans)),
+                                      specs=_specs(plans), exact_tokens=_exact_tokens(plans)),
                 size, {"entries": list(every)})
 
 
