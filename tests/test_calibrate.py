@@ -13,13 +13,8 @@ from kakeya_lib.llm.evaluate import evaluate_many
 from kakeya_lib.llm.models import tiny_model
 from kakeya_lib.llm.plan import KVPlan, resolve_plan
 from kakeya_lib.stages import lloyd_max
-from tests.test_qprecond import (  # noqa: F401
-    CTX,
-    EVAL,
-    TinyTokenizer,
-    calib_dir_fixture,
-    tiny_corpus_fixture,
-)
+from tests.conftest import TinyTokenizer
+from tests.test_qprecond import CTX, EVAL, calib_dir_fixture  # noqa: F401  (fixture)
 
 
 def _laplace(n: int, seed: int = 0) -> np.ndarray:

@@ -20,7 +20,7 @@ from kakeya_lib.errors import CorruptBlobError, InputError, SpecError
 from kakeya_lib.llm import corpora, kvtc_calib
 from kakeya_lib.llm.kvrows import spec_for_heads
 from kakeya_lib.stages import bit_allocation as ba
-from tests.test_qprecond import TinyTokenizer, tiny_corpus_fixture  # noqa: F401
+from tests.conftest import TinyTokenizer
 
 H, D = 2, 16
 W = H * D

@@ -7,7 +7,7 @@ import torch
 from kakeya_lib.experiments import sweeps
 from kakeya_lib.llm.models import tiny_config, tiny_model
 
-from .test_qprecond import calib_dir_fixture, tiny_corpus_fixture  # noqa: F401  (fixtures)
+from .test_qprecond import calib_dir_fixture  # noqa: F401  (fixture)
 
 G = torch.Generator().manual_seed(5)
 PASSAGES = [torch.randint(0, 96, (72,), generator=G).tolist() for _ in range(2)]
@@ -62,7 +62,7 @@ def test_rank_correlation_is_spearman():
 
 
 def test_ablation_ladder_runs_every_rung_on_a_tiny_model(tiny_corpus, calib_dir):
-    from .test_qprecond import TinyTokenizer
+    from .conftest import TinyTokenizer
 
     labelled = sweeps.ablation_ladder(block=32)
     stages = [c["stage"] for c, _ in labelled]
