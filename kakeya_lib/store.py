@@ -29,7 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from . import provenance
 from .errors import InputError
@@ -124,8 +124,14 @@ class CellResult:
 class Store:
     """Cells under ``root`` (default: the repository's ``data/results``)."""
 
-    def __init__(self, root: Path | str = RESULTS_DIR) -> None:
+    def __init__(self, root: Path | str = RESULTS_DIR, only: Iterable[Path | str] | None = None) -> None:
         self.root = Path(root)
+        self._only = None if only is None else {str(Path(p)) for p in only}
+
+    def only(self, relpaths: Iterable[Path | str]) -> "Store":
+        """The same store, whose :meth:`cells` list only the cells at ``relpaths`` (e.g. those a
+        set of sweep files names, so stale cells of an older grid never reach a table)."""
+        return Store(self.root, relpaths)
 
     def path(self, cell: Cell) -> Path:
         return self.root / cell.relpath
@@ -214,6 +220,8 @@ class Store:
                 continue
             if self.path(cell) != d:
                 continue  # a stray or moved copy: its name no longer matches its parameters
+            if self._only is not None and str(cell.relpath) not in self._only:
+                continue
             if ((analysis and cell.analysis != analysis) or (model and cell.model != model)
                     or (corpus and cell.corpus != corpus)):
                 continue

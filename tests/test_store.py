@@ -116,3 +116,15 @@ def test_largest_picks_most_passages_then_longest_context(tmp_path):
         store.save(Cell("smoke", "m", "c", "e2e/x", f"ctx{ctx}-n{n}", {"ctx": ctx, "n_passages": n}), [{"ctx": ctx}])
     assert store.largest("smoke", "e2e/x", "m", "c").rows == [{"ctx": 32}]
     assert store.largest("smoke", "e2e/none", "m", "c") is None
+
+
+def test_only_lists_the_named_cells(tmp_path):
+    store = Store(tmp_path)
+    a, b = make_cell(seed=0), make_cell(seed=1)
+    for cell in (a, b):
+        store.save(cell, [{"plan": "x"}])
+    assert len(list(store.cells("smoke"))) == 2
+    only = store.only([a.relpath])
+    assert [c.cell for c in only.cells("smoke")] == [a]
+    assert only.largest("smoke", "e2e/head_to_head", "tiny-llama", "sotu").cell == a
+    assert list(store.only([]).cells()) == []
