@@ -60,8 +60,17 @@ def test_paired_comparison_picks_the_nearest_ratio_point_and_its_interval(store)
     ours = e2e_tables.recipe_point(e2e_tables.series_points(store, "smoke", "tiny", "sotu")["ours"], "ours-5x")
     assert ours["plan"] == "ours (as given)"
     (r,) = e2e_tables.paired_at_matched_ratio(store, "smoke", "tiny", "sotu", ours["plan"])
-    assert r["peer_plan"] == "TurboQuant +sink bits=3" and r["kl_diff"] == pytest.approx(-0.024)
+    # ours' 5.0x lies beyond the peer's measured range (3.7x-4.8x): its nearest point stands in
+    assert r["peer_plan"] == "TurboQuant +sink bits=3" and r["match"] == "nearest" and r["kl_diff"] == pytest.approx(-0.024)
     assert r["kl_diff_hi"] < 0 and r["decided"]
+    # ours' coarse point (6.0x) inside a peer range (5.5x-6.5x): the peer is read at exactly 6.0x
+    save(store, "e2e/frontier", "kivi-x", {"series": "KIVI +sink"},
+         [row("KIVI +sink bits=2", 6.5, 0.04), row("KIVI +sink bits=3", 5.5, 0.01)],
+         [result([0.04] * 3), result([0.01] * 3)])
+    got = {r["series"]: r for r in e2e_tables.paired_at_matched_ratio(store, "smoke", "tiny", "sotu", "ours coarse")}
+    kivi = got["KIVI +sink"]
+    assert kivi["match"] == "interpolated" and kivi["peer_ratio"] == 6.0 and kivi["peer_kl"] == pytest.approx(0.02)
+    assert kivi["peer_plan"] == "KIVI +sink bits=3 .. KIVI +sink bits=2" and kivi["kl_diff"] == pytest.approx(-0.005)
 
 
 def test_gain_and_tuning_rows(store):

@@ -59,3 +59,24 @@ def test_frontier_table_has_one_row_per_series_with_its_exact_tokens():
     assert rows[0]["exact_tokens"] == "sink 1" and rows[1]["exact_tokens"] == "sink 4 + recent 128"
     assert rows[0]["kl<=0.01 kind"] == "interpolated" and math.isclose(rows[0]["kl<=0.01 ratio"], 4 + 2 * math.log(2.5) / math.log(4))
     assert rows[1]["kl<=0.01"] == "--"
+
+
+def test_at_ratio_interpolates_each_passage_in_log_kl_and_never_extrapolates():
+    rows = [{"ratio_vs_bf16": 4.0, "plan": "b4"}, {"ratio_vs_bf16": 3.0, "plan": "b3"}]
+    results = [{"per_passage": [{"kl_mean": 0.04}, {"kl_mean": 0.4}]},
+               {"per_passage": [{"kl_mean": 0.01}, {"kl_mean": 0.1}]}]
+    mid = frontier.at_ratio(rows, results, 3.5)
+    # half way between 3x and 4x: the geometric mean of each passage's two KLs
+    assert mid["between"] == ("b3", "b4") and mid["weight"] == pytest.approx(0.5)
+    assert [p["kl_mean"] for p in mid["per_passage"]] == pytest.approx([0.02, 0.2])
+    exact = frontier.at_ratio(rows, results, 4.0)
+    assert exact["between"] == ("b4", "b4") and [p["kl_mean"] for p in exact["per_passage"]] == pytest.approx([0.04, 0.4])
+    lin = frontier.at_ratio([{"ratio_vs_bf16": 3.0, "plan": "a"}, {"ratio_vs_bf16": 5.0, "plan": "b"}],
+                            [{"per_passage": [{"delta_ppl_pct": 1.0}]}, {"per_passage": [{"delta_ppl_pct": 3.0}]}],
+                            4.5, "delta_ppl_pct")
+    assert lin["per_passage"][0]["delta_ppl_pct"] == pytest.approx(2.5)
+    assert frontier.at_ratio(rows, results, 4.5) is None and frontier.at_ratio(rows, results, 2.0) is None
+    with pytest.raises(InputError, match="equal length"):
+        frontier.at_ratio(rows, [results[0], {"per_passage": results[1]["per_passage"][:1]}], 3.5)
+    with pytest.raises(InputError, match="2 points but 1 results"):
+        frontier.at_ratio(rows, results[:1], 3.5)

@@ -3,8 +3,9 @@
 * :func:`series_points`: a setting's frontier series (one cell per series) as ``{series: rows}``;
 * :func:`frontier_summary`: per setting and series, the ratio at KL <= 0.005 / 0.01 / 0.02 and
   at Δppl <= 1 % (:func:`.frontier.ratio_at`: log-KL interpolation between measured points);
-* :func:`paired_at_matched_ratio`: for our headline recipe against each peer series, the peer
-  point nearest in ratio and the paired bootstrap CI of the per-passage KL difference;
+* :func:`paired_at_matched_ratio`: our headline recipe against each peer series at our ratio (the
+  peer's per-passage KL interpolated between its two bracketing points; its nearest point when
+  our ratio is outside its range) and the paired bootstrap CI of the per-passage KL difference;
 * :func:`gain_rows`: "where the gain comes from": our parts removed from the tuned recipe (the
   ``gain`` table cell) beside the peer with each part added (its frontier series);
 * :func:`tuning_rows`: the tuning cell, its selected rows marked.
@@ -17,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..store import CellResult, Store
-from .frontier import frontier_table, paired_difference
+from .frontier import at_ratio, frontier_table, paired_difference
 
 KL_TARGETS = (0.005, 0.01, 0.02)
 PPL_TARGET = 1.0
@@ -66,9 +67,12 @@ def _with_results(store: Store, cell: CellResult) -> CellResult:
 
 def paired_at_matched_ratio(store: Store, profile: str, model: str, corpus: str, ours_plan: str,
                             ours_series: str = "ours") -> list[dict[str, Any]]:
-    """Our point ``ours_plan`` against the nearest-ratio point of every other series.
+    """Our point ``ours_plan`` against every other series at the same ratio.
 
-    Rows: peer series and plan, both ratios, both KLs, and the paired bootstrap 95 % CI of the
+    Inside a peer's measured ratio range its per-passage KL is interpolated at our ratio
+    (:func:`.frontier.at_ratio`, ``match = "interpolated"``); outside it the peer's nearest point
+    stands in (``match = "nearest"``, its own ratio reported). Rows: peer series and what was
+    compared, both ratios, both KLs (means over passages), and the paired bootstrap 95 % CI of the
     per-passage KL difference (ours − peer; negative = ours better) on the shared passages.
     """
     cells = series_cells(store, profile, model, corpus)
@@ -80,20 +84,27 @@ def paired_at_matched_ratio(store: Store, profile: str, model: str, corpus: str,
     except ValueError:
         return []
     ours_row, ours_res = ours_cell.rows[i], ours_cell.results["results"][i]
-    ours_ids = ours_cell.results.get("passage_ids")
+    ours_ids, ratio = ours_cell.results.get("passage_ids"), float(ours_row["ratio_vs_bf16"])
     out = []
     for name, cell in cells.items():
         if name == ours_series:
             continue
         cell = _with_results(store, cell)
-        j = min(range(len(cell.rows)), key=lambda k: abs(cell.rows[k]["ratio_vs_bf16"] - ours_row["ratio_vs_bf16"]))
-        peer_row, peer_res = cell.rows[j], cell.results["results"][j]
-        diff = paired_difference(ours_res, peer_res, "kl_mean",
-                                 passage_ids=(ours_ids, cell.results.get("passage_ids")))
-        out.append({"series": name, "peer_plan": peer_row["plan"], "ours_ratio": ours_row["ratio_vs_bf16"],
-                    "peer_ratio": peer_row["ratio_vs_bf16"], "ours_kl": ours_row["kl_mean"],
-                    "peer_kl": peer_row["kl_mean"], "kl_diff": diff.mean, "kl_diff_lo": diff.lo,
-                    "kl_diff_hi": diff.hi, "decided": diff.decided, "n_passages": diff.n_passages})
+        peer = at_ratio(cell.rows, cell.results["results"], ratio, "kl_mean")
+        if peer is not None:
+            lo, hi = peer["between"]
+            peer_plan, peer_ratio, match = (lo if lo == hi else f"{lo} .. {hi}"), ratio, "interpolated"
+        else:
+            j = min(range(len(cell.rows)), key=lambda k: abs(cell.rows[k]["ratio_vs_bf16"] - ratio))
+            peer, peer_plan = cell.results["results"][j], cell.rows[j]["plan"]
+            peer_ratio, match = cell.rows[j]["ratio_vs_bf16"], "nearest"
+        diff = paired_difference(ours_res, peer, "kl_mean", passage_ids=(ours_ids, cell.results.get("passage_ids")))
+        peer_kl = sum(float(p["kl_mean"]) for p in peer["per_passage"]) / len(peer["per_passage"])
+        ours_kl = sum(float(p["kl_mean"]) for p in ours_res["per_passage"]) / len(ours_res["per_passage"])
+        out.append({"series": name, "peer_plan": peer_plan, "match": match, "ours_ratio": ratio,
+                    "peer_ratio": peer_ratio, "ours_kl": ours_kl, "peer_kl": peer_kl, "kl_diff": diff.mean,
+                    "kl_diff_lo": diff.lo, "kl_diff_hi": diff.hi, "decided": diff.decided,
+                    "n_passages": diff.n_passages})
     return out
 
 

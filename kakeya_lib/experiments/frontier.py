@@ -14,7 +14,10 @@ on the same passages. :func:`ratio_at` reads a series' compression ratio at a qu
 
 :func:`paired_difference` compares two rows measured on the same passages: the bootstrap CI of
 the mean per-passage difference (passages resampled together), the test a claim "A beats B"
-rests on.
+rests on. :func:`at_ratio` matches the rate first: it reads a series' per-passage quality at
+any ratio inside its measured range by interpolating each passage between the two points that
+bracket it (in log KL, as :func:`ratio_at` does), so a peer is compared at exactly our ratio
+rather than at its nearest point.
 """
 
 from __future__ import annotations
@@ -74,6 +77,55 @@ def ratio_at(points: Sequence[Mapping[str, Any]], target: float, metric: str = "
     if best is None and pts[0][1] <= target:  # only a bar met at the first point, then never left...
         best = RatioAt(pts[0][0], "measured", metric, target)
     return best or RatioAt(None, "below_range", metric, target)
+
+
+def at_ratio(points: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]], ratio: float,
+             metric: str = "kl_mean") -> dict[str, Any] | None:
+    """A series' per-passage ``metric`` at ``ratio``, interpolated between its bracketing points.
+
+    Parameters
+    ----------
+    points : the series' rows (``ratio_vs_bf16``, ``plan``), one per point
+    results : the matching full results, each with a ``per_passage`` list (same passages, same order)
+    ratio : where to read the series; must lie inside its measured ratio range
+    metric : ``kl_mean`` (interpolated in log, KL spans decades) or ``delta_ppl_pct`` (linear)
+
+    Returns
+    -------
+    ``{"per_passage": [{metric: value}, ...], "between": (plan_lo, plan_hi), "weight": w}`` with
+    ``w`` the share of the upper point, or ``None`` when ``ratio`` lies outside the measured range
+    (there is no extrapolation). Where several pairs bracket ``ratio`` (a non-monotone series) the
+    pair with the largest ratios is used, as :func:`ratio_at` credits the last crossing.
+    """
+    if metric not in QUALITY_METRICS:
+        raise InputError(f"metric must be one of {QUALITY_METRICS}, got {metric!r}")
+    if len(points) != len(results):
+        raise InputError(f"{len(points)} points but {len(results)} results")
+    order = sorted(range(len(points)), key=lambda i: float(points[i]["ratio_vs_bf16"]))
+    ratios = [float(points[i]["ratio_vs_bf16"]) for i in order]
+    if not ratios or not ratios[0] <= ratio <= ratios[-1]:
+        return None
+    for j in range(len(order) - 1, -1, -1):
+        if ratios[j] == ratio:  # a measured point: no interpolation
+            lo = hi = order[j]
+            w = 0.0
+            break
+        if j > 0 and ratios[j - 1] < ratio < ratios[j]:
+            lo, hi = order[j - 1], order[j]
+            w = (ratio - ratios[j - 1]) / (ratios[j] - ratios[j - 1])
+            break
+    pa, pb = results[lo].get("per_passage") or [], results[hi].get("per_passage") or []
+    if not pa or len(pa) != len(pb):
+        raise InputError(f"interpolation needs per-passage results of equal length, got {len(pa)} and {len(pb)}")
+    per = []
+    for x, y in zip(pa, pb):
+        a, b = float(x[metric]), float(y[metric])
+        if metric == "kl_mean":
+            value = math.exp((1 - w) * _curve_value(metric, a) + w * _curve_value(metric, b))
+        else:
+            value = (1 - w) * a + w * b
+        per.append({metric: value})
+    return {"per_passage": per, "between": (points[lo]["plan"], points[hi]["plan"]), "weight": w}
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,14 @@ import numpy as np
 from .. import codecs
 from ..rope import apply_rope_freqs
 
-# Large models whose KV footprint the seed projected (spec §8.1 Table 10: layers, KV heads,
-# head_dim; the seed's "decompressed" MLA head for DeepSeek-V3.1 and Kimi-K2).
+# Large grouped-query-attention models whose KV footprint the projection table scales to (layers,
+# KV heads, head_dim from each model's public config). MLA models (DeepSeek-V3, Kimi-K2) are left
+# out on purpose: their cache is one 576-wide latent per token and layer (512 + 64 RoPE dims, about
+# 8.6 GiB in bf16 at 128k tokens for DeepSeek-V3's 61 layers), not per-head K and V, so bits per
+# element measured on per-head K/V say nothing about it. (The seed projected a "decompressed"
+# 128-head MLA cache, which no MLA server stores.)
 FLAGSHIPS: dict[str, dict[str, int]] = {
     "Qwen3-235B-A22B": {"layers": 94, "kv_heads": 4, "head_dim": 128},
-    "DeepSeek-V3.1 (MLA decompressed)": {"layers": 61, "kv_heads": 128, "head_dim": 192},
-    "Kimi-K2-Instruct (MLA decompressed)": {"layers": 61, "kv_heads": 64, "head_dim": 192},
     "GLM-4.6": {"layers": 92, "kv_heads": 8, "head_dim": 128},
     "MiniMax-M2": {"layers": 62, "kv_heads": 8, "head_dim": 128},
 }
