@@ -76,6 +76,11 @@ def test_paired_comparison_picks_the_nearest_ratio_point_and_its_interval(store)
 def test_gain_and_tuning_rows(store):
     sides = [(r["side"], r["plan"]) for r in e2e_tables.gain_rows(store, "smoke", "tiny", "sotu", "ours-5x")]
     assert sides == [("peer + part", "TurboQuant +sink bits=4"), ("ours", "ours-5x"), ("ours − part", "ours-5x -sink")]
+    # the removal (5.1x, KL 0.02 on every passage) against ours read at 5.1x: 0.006 -> 0.015 in log
+    # over 5x-6x, 0.1 of the way: 0.006 * 2.5**0.1 on the middle passage
+    minus = e2e_tables.gain_rows(store, "smoke", "tiny", "sotu", "ours-5x")[-1]
+    ref = [a * (b / a) ** 0.1 for a, b in ((0.005, 0.014), (0.006, 0.015), (0.007, 0.016))]
+    assert minus["kl_vs_ours"] == pytest.approx(0.02 - sum(ref) / 3) and minus["kl_vs_ours_lo"] > 0
     tuning = e2e_tables.tuning_rows(store, "smoke")
     assert [r["selected"] for r in tuning] == ["KL<=0.005", "KL<=0.01"] and tuning[0]["split"] == "calib"
     assert e2e_tables.exact_tokens_text({"protect_tokens": 4, "hot_tokens": 128}) == "sink 4 + recent 128"

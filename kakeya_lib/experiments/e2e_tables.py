@@ -7,7 +7,8 @@
   peer's per-passage KL interpolated between its two bracketing points; its nearest point when
   our ratio is outside its range) and the paired bootstrap CI of the per-passage KL difference;
 * :func:`gain_rows`: "where the gain comes from": our parts removed from the tuned recipe (the
-  ``gain`` table cell) beside the peer with each part added (its frontier series);
+  ``gain`` table cell; each removal's KL cost against our series at the same ratio, paired) beside
+  the peer with each part added (its frontier series);
 * :func:`tuning_rows`: the tuning cell, its selected rows marked.
 
 Every builder reads only the store, so the render notebook stays a thin caller.
@@ -112,19 +113,36 @@ def gain_rows(store: Store, profile: str, model: str, corpus: str, recipe: str, 
         "TurboQuant", "TurboQuant +sink", "TurboQuant +sink +entropy"), peer_point: str = "bits=4"
               ) -> list[dict[str, Any]]:
     """The peer with each of our parts added, then ``recipe`` (its point on the ``ours`` series)
-    and the ``gain`` table's rows: the recipe with each part removed."""
+    and the ``gain`` table's rows: the recipe with each part removed.
+
+    Each "ours − part" row also carries the rate-matched cost of the removal: its per-passage KL
+    minus the ``ours`` series' KL read at the row's own ratio (:func:`.frontier.at_ratio`), with
+    the paired bootstrap CI (``kl_vs_ours``, ``kl_vs_ours_lo``/``_hi``; positive: the part helps).
+    Rows whose ratio lies outside the ours series' measured range get ``None`` there.
+    """
     out = []
     cells = series_cells(store, profile, model, corpus)
     for name in peer_series:
         for r in cells[name].rows if name in cells else []:
             if r["plan"].endswith(peer_point):
                 out.append({"side": "peer + part", **r})
-    ours = recipe_point(cells["ours"].rows, recipe) if "ours" in cells else None
+    ours_cell = _with_results(store, cells["ours"]) if "ours" in cells else None
+    ours = recipe_point(ours_cell.rows, recipe) if ours_cell else None
     if ours is not None:
         out.append({"side": "ours", **ours, "plan": recipe})
     gain = store.largest(profile, "e2e/head_to_head", model, corpus, label_prefix="gain-")
-    for r in gain.rows if gain else []:
-        out.append({"side": "ours − part", **r})
+    if gain is None:
+        return out
+    gain = _with_results(store, gain)
+    for r, res in zip(gain.rows, gain.results["results"]):
+        row: dict[str, Any] = {"side": "ours − part", **r, "kl_vs_ours": None, "kl_vs_ours_lo": None,
+                               "kl_vs_ours_hi": None}
+        ref = at_ratio(ours_cell.rows, ours_cell.results["results"], float(r["ratio_vs_bf16"])) if ours_cell else None
+        if ref is not None:
+            d = paired_difference(res, ref, "kl_mean", passage_ids=(gain.results.get("passage_ids"),
+                                                                    ours_cell.results.get("passage_ids")))
+            row.update(kl_vs_ours=d.mean, kl_vs_ours_lo=d.lo, kl_vs_ours_hi=d.hi)
+        out.append(row)
     return out
 
 
