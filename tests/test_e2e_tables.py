@@ -84,3 +84,9 @@ def test_gain_and_tuning_rows(store):
     tuning = e2e_tables.tuning_rows(store, "smoke")
     assert [r["selected"] for r in tuning] == ["KL<=0.005", "KL<=0.01"] and tuning[0]["split"] == "calib"
     assert e2e_tables.exact_tokens_text({"protect_tokens": 4, "hot_tokens": 128}) == "sink 4 + recent 128"
+
+
+def test_series_per_passage_stacks_every_point_of_a_setting(store):
+    rows, kl = e2e_tables.series_per_passage(store, "smoke", "tiny", "sotu")
+    assert [r["series"] for r in rows] == ["ours", "ours", "TurboQuant +sink", "TurboQuant +sink"]
+    assert kl.shape == (4, 3) and kl[0].tolist() == [0.005, 0.006, 0.007]

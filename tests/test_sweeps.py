@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from kakeya_lib.experiments import sweeps
@@ -79,3 +81,16 @@ def test_ablation_ladder_runs_every_rung_on_a_tiny_model(tiny_corpus, calib_dir)
     # see tests/test_kakeya_options.py)
     assert by_stage["+ 8-bit row scalars"]["ratio_vs_bf16"] > by_stage["+ sink token exact"]["ratio_vs_bf16"]
     assert by_stage["+ boundary layers (2+2 exact)"]["kl_mean"] == 0  # 2 layers: both are boundary layers
+
+
+def test_rank_correlation_ci_brackets_the_estimate_and_widens_with_noise():
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.01, 0.1, 12)
+    tight = x[:, None] * (1 + 0.01 * rng.standard_normal((12, 48)))
+    rho, lo, hi = sweeps.rank_correlation_ci(x, tight, n_boot=300)
+    assert rho == pytest.approx(1.0) and lo > 0.9 and lo <= rho <= hi
+    noisy = x[:, None] + 0.2 * rng.standard_normal((12, 48))
+    rho2, lo2, hi2 = sweeps.rank_correlation_ci(x, noisy, n_boot=300)
+    assert hi2 - lo2 > hi - lo and lo2 <= rho2 <= hi2
+    with pytest.raises(ValueError, match="must be"):
+        sweeps.rank_correlation_ci(x[:5], tight)

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
+from ..errors import InputError
 from ..store import CellResult, Store
 from .frontier import at_ratio, frontier_table, paired_difference
 
@@ -50,6 +53,28 @@ def series_points(store: Store, profile: str, model: str, corpus: str) -> dict[s
     cells = series_cells(store, profile, model, corpus)
     order = sorted(cells, key=lambda s: (not s.startswith("ours"), s))
     return {s: list(cells[s].rows) for s in order}
+
+
+def series_per_passage(store: Store, profile: str, model: str, corpus: str, metric: str = "kl_mean"
+                       ) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Every frontier point of one setting and its per-passage ``metric``: ``(rows, (P, N) array)``.
+
+    All series of a setting are measured on the same passages; a cell on other passages is refused.
+    """
+    rows: list[dict[str, Any]] = []
+    values: list[list[float]] = []
+    ids = None
+    for name, cell in series_cells(store, profile, model, corpus).items():
+        cell = _with_results(store, cell)
+        got = cell.results.get("passage_ids")
+        if ids is None:
+            ids = got
+        elif got != ids:
+            raise InputError(f"series {name!r} of {model}/{corpus} was measured on other passages")
+        for r, res in zip(cell.rows, cell.results["results"]):
+            rows.append(dict(r, series=name))
+            values.append([float(p[metric]) for p in res["per_passage"]])
+    return rows, np.array(values, dtype=np.float64).reshape(len(rows), -1)
 
 
 def frontier_summary(store: Store, profile: str, kl_targets: Sequence[float] = KL_TARGETS,

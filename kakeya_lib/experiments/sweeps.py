@@ -134,6 +134,44 @@ def rank_correlation(rows: Sequence[dict[str, Any]], x: str, y: str = "kl_mean")
     return float(spearmanr(pairs[:, 0], pairs[:, 1]).statistic)
 
 
+def rank_correlation_ci(x: Sequence[float], kl_per_passage: np.ndarray, n_boot: int = 2000, seed: int = 0
+                        ) -> tuple[float, float, float]:
+    """Spearman's ρ between ``x`` and the passage-mean KL, with a two-level bootstrap 95 % CI.
+
+    Parameters
+    ----------
+    x : (P,) one distortion value per configuration (e.g. K relative MSE)
+    kl_per_passage : (P, N) each configuration's KL on each of the same N passages
+
+    Each bootstrap draw resamples configurations and, independently, passages (every
+    configuration's KL re-averaged over the same drawn passages), so the interval covers both
+    which configurations happened to be measured and which text they were measured on.
+
+    Returns
+    -------
+    (rho, lo, hi) : the point estimate on all configurations and passages, and the 2.5 / 97.5
+        percentiles of the draws (draws where every sampled x or KL ties are skipped)
+    """
+    from scipy.stats import spearmanr  # noqa: PLC0415
+
+    xs, kl = np.asarray(x, dtype=np.float64), np.asarray(kl_per_passage, dtype=np.float64)
+    if kl.ndim != 2 or xs.shape != (kl.shape[0],):
+        raise ValueError(f"x must be (P,) and kl_per_passage (P, N); got {xs.shape} and {kl.shape}")
+    if kl.shape[0] < 3 or kl.shape[1] < 1 or not (np.isfinite(xs).all() and np.isfinite(kl).all()):
+        raise ValueError(f"need >= 3 configurations, >= 1 passage and finite values; got {kl.shape}")
+    rho = float(spearmanr(xs, kl.mean(axis=1)).statistic)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        plans = rng.integers(0, kl.shape[0], kl.shape[0])
+        passages = rng.integers(0, kl.shape[1], kl.shape[1])
+        a, b = xs[plans], kl[np.ix_(plans, passages)].mean(axis=1)
+        if np.ptp(a) > 0 and np.ptp(b) > 0:
+            draws.append(spearmanr(a, b).statistic)
+    lo, hi = np.percentile(draws, [2.5, 97.5]) if draws else (float("nan"), float("nan"))
+    return rho, float(lo), float(hi)
+
+
 def pareto_front(rows: Sequence[dict[str, Any]], x: str = "ratio_vs_bf16", y: str = "delta_ppl_pct"
                  ) -> list[dict[str, Any]]:
     """Rows not dominated by another (higher ``x`` is better, lower ``y`` is better), by ``x``.
