@@ -193,7 +193,9 @@ def _tasks(kind: str, s: dict[str, Any], profile: str, model: str, corpus: str, 
     out = []
     for j, long_raw in enumerate(s.get("sizes", [])):
         long = _size(f"analyses.long_context.sizes[{j}]", long_raw, seed, size)
-        out.append(e2e.long_context(profile, model, corpus, long, s.get("pairs", e2e.LONG_CONTEXT_PAIRS),
+        # as in head_to_head: the default peer pair only when no recipes or named entries are given
+        pairs = s.get("pairs", [] if (s.get("recipes") or s.get("entries")) else e2e.LONG_CONTEXT_PAIRS)
+        out.append(e2e.long_context(profile, model, corpus, long, pairs,
                                     s.get("recipes", []), s.get("entries", [])))
     return out
 

@@ -66,6 +66,15 @@ def test_settings_series_tables_and_tuning_expand_to_their_cells():
     assert tune.split == "calib" and tune.size.n_passages == 3 and len(tune.plans()) == 2
 
 
+def test_long_context_with_named_entries_adds_no_default_pair():
+    long = {"sizes": [{"ctx": 64, "n_passages": 2}], "entries": ["ours-5x", {"name": "TQ-4 +sink", "k": "turboquant:bits=4",
+                                                                              "protect_tokens": 1}]}
+    (named,) = sweep.expand({**grid(1), "analyses": {"long_context": long}}).tasks
+    assert [p.label for _, p in named.plans()] == ["ours-5x", "TQ-4 +sink"]
+    (default,) = sweep.expand({**grid(1), "analyses": {"long_context": {"sizes": long["sizes"]}}}).tasks
+    assert [p.label for _, p in default.plans()] == e2e.LONG_CONTEXT_PAIRS
+
+
 def test_local_run_then_rerun_does_no_work_and_failures_are_recorded(tmp_path):
     s = sweep.expand(grid(2, 2, extra_pairs=("besicovitch:g=3",)))  # g=3 does not divide head_dim 16
     out = sweep.run_local(s, tmp_path, progress=False)
