@@ -63,12 +63,21 @@ def test_rank_correlation_is_spearman():
         sweeps.rank_correlation(rows[:2], "x")
 
 
+def test_the_ablation_ladder_ends_at_the_tuned_recipe():
+    from kakeya_lib import codecs
+    from kakeya_lib.llm import recipes
+
+    (_, last), want = sweeps.ablation_ladder()[-1], recipes.load("ours-5x").plan()
+    assert codecs.get(last.k).spec == codecs.get(want.k).spec and codecs.get(last.v).spec == codecs.get(want.v).spec
+    assert (last.protect_tokens, last.hot_tokens, last.boundary) == (want.protect_tokens, want.hot_tokens, want.boundary)
+
+
 def test_ablation_ladder_runs_every_rung_on_a_tiny_model(tiny_corpus, calib_dir):
     from .conftest import TinyTokenizer
 
     labelled = sweeps.ablation_ladder(block=32)
     stages = [c["stage"] for c, _ in labelled]
-    assert stages[0] == "skeleton + uniform" and stages[-1] == "+ entropy-coded uniform grid"
+    assert stages[0] == "skeleton + uniform" and stages[-1] == "+ entropy-coded uniform grid (= ours-5x)"
     assert labelled[5][1].qprecond == "calib" and labelled[6][1].calibrated_codebook
     assert all("block=32" in p.k for _, p in labelled)
     model = tiny_model("llama")
