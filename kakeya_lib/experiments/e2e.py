@@ -420,7 +420,7 @@ class Session:
 
     def layers(self) -> list[int]:
         """The compressible (full-attention) layers."""
-        from ..llm.plan import full_attention_layers  # noqa: PLC0415
+        from ..llm.models import full_attention_layers  # noqa: PLC0415
 
         return full_attention_layers(self.config)
 

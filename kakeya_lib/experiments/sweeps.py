@@ -23,7 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..codecs.spec import split_spec
-from ..llm.plan import KVPlan, full_attention_layers
+from ..llm.models import full_attention_layers
+from ..llm.plan import KVPlan
 from .table import summary_row
 
 

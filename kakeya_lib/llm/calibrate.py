@@ -37,7 +37,7 @@ import numpy as np
 from .. import codecs, provenance
 from ..errors import InputError
 from ..stages import lloyd_max
-from .qprecond import calib_dir
+from .calibration_inputs import calib_dir, ensure_patched, prefill, slug, token_lists
 
 MAX_SAMPLES = 5_000_000
 MAX_ITER = 200
@@ -171,11 +171,10 @@ class CodebookJob:
 
 def codebook_name(model: str, corpus: str, stream: str, bits: int, key: str) -> str:
     """``cb-{model}-{corpus}-{K|V}-b{bits}-{hash}``; ``key`` is everything the table depends on."""
-    from .qprecond import _slug  # noqa: PLC0415
 
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     corpus = Path(corpus).name if ("/" in corpus or "\\" in corpus) else corpus
-    return f"cb-{_slug(model, 32)}-{_slug(corpus, 24)}-{stream.upper()}-b{bits}-{digest}"
+    return f"cb-{slug(model, 32)}-{slug(corpus, 24)}-{stream.upper()}-b{bits}-{digest}"
 
 
 def codebook_path(name: str) -> Path:
@@ -222,10 +221,9 @@ def fit_codebooks(model: Any, passages: Sequence[Sequence[int]], jobs: Sequence[
     """
     from .kvrows import to_rows  # noqa: PLC0415
     from .prerope import make_cache  # noqa: PLC0415
-    from .qprecond import _ensure_patched, _token_lists, prefill  # noqa: PLC0415
 
-    ids_list = _token_lists(passages)
-    _ensure_patched(model)
+    ids_list = token_lists(passages)
+    ensure_patched(model)
     rng = np.random.default_rng(seed)
     built = [codecs.get(job.spec) for job in jobs]
     pools: list[list[np.ndarray]] = [[] for _ in jobs]

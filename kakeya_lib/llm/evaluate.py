@@ -36,7 +36,8 @@ import torch
 
 from ..errors import InputError
 from .kvrows import from_rows, spec_for_heads, to_rows
-from .plan import KVPlan, ResolvedPlan, as_plans, full_attention_layers, resolve_plan
+from .models import full_attention_layers
+from .plan import KVPlan, ResolvedPlan, as_plans, resolve_plan
 from .prerope import PreRopeCache, make_cache, patch_model
 from .qprecond import apply_transform
 

@@ -52,7 +52,16 @@ import numpy as np
 from .. import provenance
 from ..errors import CorruptBlobError, InputError
 from ..stages import bit_allocation
-from .qprecond import calib_dir
+from .calibration_inputs import (
+    calib_dir,
+    calib_passages,
+    model_fingerprint,
+    model_label,
+    passages_fingerprint,
+    slug,
+    token_lists,
+)
+from .models import family_of, full_attention_layers
 
 FORMAT = "kakeya-kvtc"
 FORMAT_VERSION = 1
@@ -490,10 +499,9 @@ def fit_kvtc(
 
 def artifact_name(model: str, corpus: str, ctx: int, n_passages: int, protect_tokens: int, fingerprint: str) -> str:
     """``kvtc-{model}-{corpus}-ctx{ctx}-n{n}-p{protect}-{fingerprint[:10]}``."""
-    from .qprecond import _slug  # noqa: PLC0415
 
-    corpus_part = _slug(Path(corpus).name if ("/" in str(corpus) or "\\" in str(corpus)) else corpus, 24)
-    return f"kvtc-{_slug(model, 32)}-{corpus_part}-ctx{ctx}-n{n_passages}-p{protect_tokens}-{fingerprint[:10]}"
+    corpus_part = slug(Path(corpus).name if ("/" in str(corpus) or "\\" in str(corpus)) else corpus, 24)
+    return f"kvtc-{slug(model, 32)}-{corpus_part}-ctx{ctx}-n{n_passages}-p{protect_tokens}-{fingerprint[:10]}"
 
 
 def calibrate_kvtc_on_corpus(
@@ -524,15 +532,6 @@ def calibrate_kvtc_on_corpus(
     """
     from . import corpora  # noqa: PLC0415
     from .capture import capture_passage  # noqa: PLC0415
-    from .models import family_of  # noqa: PLC0415
-    from .plan import full_attention_layers  # noqa: PLC0415
-    from .qprecond import (  # noqa: PLC0415
-        _token_lists,
-        calib_passages,
-        model_fingerprint,
-        model_label,
-        passages_fingerprint,
-    )
 
     if bos is None:
         bos = family_of(model.config) == "gemma3"
@@ -542,7 +541,7 @@ def calibrate_kvtc_on_corpus(
         raise InputError(f"protect_tokens={protect_tokens} leaves fewer than 2 of ctx={ctx} tokens to calibrate on")
     corp = corpus if isinstance(corpus, corpora.Corpus) else corpora.load_corpus(corpus)
     chosen = calib_passages(corp, tokenizer, ctx, n_passages, seed, bool(bos))
-    ids_list = _token_lists(chosen)  # refuses eval-split records
+    ids_list = token_lists(chosen)  # refuses eval-split records
     cfg = model.config
     use_layers = sorted(int(l) for l in (full_attention_layers(cfg) if layers is None else layers))
     options = {"protect_tokens": int(protect_tokens), "modes": list(dict.fromkeys(modes)), "max_bits": int(max_bits),

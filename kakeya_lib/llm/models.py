@@ -203,3 +203,9 @@ def tiny_model(family: str, seed: int = 0, attn_implementation: str = "eager") -
             for layer in model.model.layers:
                 layer.self_attn.k_proj.bias.normal_(0, 0.5)
     return model.eval()
+
+
+def full_attention_layers(config: Any) -> list[int]:
+    """Layers a codec compresses by default: all but sliding-window layers."""
+    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    return [i for i, t in enumerate(types) if t != "sliding_attention"]

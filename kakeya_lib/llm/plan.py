@@ -23,15 +23,15 @@ import numpy as np
 
 from .. import codecs
 from ..errors import InputError
+from . import calibrate as cb
+from . import corpora, kvtc_calib
+from . import qprecond as qpm
+from .calibrate import eligible
 from .kvrows import spec_for_heads
+from .models import family_of, full_attention_layers
+from .qprecond import check_codec
 
 QPRECOND_VARIANTS = ("plain", "rope")
-
-
-def full_attention_layers(config: Any) -> list[int]:
-    """Layers a codec compresses by default: all but sliding-window layers."""
-    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    return [i for i, t in enumerate(types) if t != "sliding_attention"]
 
 
 @dataclass(frozen=True)
@@ -93,12 +93,8 @@ class KVPlan:
         if self.qprecond is not None:
             if not isinstance(self.qprecond, str) or not self.qprecond.strip():
                 raise InputError("qprecond must be an artifact name, a path, or 'calib'")
-            from .qprecond import check_codec  # noqa: PLC0415
-
             check_codec(self.k)  # per-vector renormalising codecs cannot take whitened keys
         if self.calibrated_codebook:
-            from .calibrate import eligible  # noqa: PLC0415
-
             if not any(eligible(s) for s in {self.k, self.v or self.k}):
                 raise InputError("calibrated_codebook needs a kakeya K or V spec with a Lloyd-Max quantiser and "
                                  f"the default Gaussian codebook; got K {self.k!r}, V {self.v or self.k!r}")
@@ -298,8 +294,6 @@ def resolve_plan(
     existing artifact and asks for no codebooks needs only ``config`` (or the model). Otherwise the
     model, corpus, tokenizer and ctx are required; what is missing is named in the error.
     """
-    from . import calibrate as cb  # noqa: PLC0415
-    from . import qprecond as qpm  # noqa: PLC0415
 
     plan = as_plan(plan)
     if isinstance(plan, ResolvedPlan):
@@ -321,8 +315,6 @@ def resolve_plan(
                 "pass them to evaluate_many(..., corpus=, tokenizer=) or call resolve_plan(plan, model, corpus=, "
                 "tokenizer=, ctx=) first"
             )
-        from . import corpora  # noqa: PLC0415
-        from .models import family_of  # noqa: PLC0415
 
         corp = corpus if isinstance(corpus, corpora.Corpus) else corpora.load_corpus(corpus)
         if bos is None:
@@ -395,7 +387,6 @@ def resolve_plan(
     if plan.kvtc_streams:
         # KVTC's per-model PCA bases and tables, fitted once on calib passages (the sink tokens the
         # plan keeps exact are left out of the fit, as the codec never sees them).
-        from . import kvtc_calib  # noqa: PLC0415
 
         artifact = kvtc_calib.calibrate_kvtc_on_corpus(model, tokenizer, corp, ctx, n_passages=n_passages, seed=seed,
                                                        bos=bos, protect_tokens=plan.protect_tokens, model_name=name,

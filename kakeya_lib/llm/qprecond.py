@@ -48,7 +48,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -57,24 +56,28 @@ import numpy as np
 
 from .. import provenance
 from ..errors import CorruptBlobError, InputError
+from .calibration_inputs import (
+    DEFAULT_PASSAGES,
+    calib_dir,
+    calib_passages,
+    ensure_patched,
+    model_fingerprint,
+    model_label,
+    passages_fingerprint,
+    prefill,
+    slug,
+    token_lists,
+)
+from .models import full_attention_layers
 
 F16_MAX = 65504.0
 OVERFLOW_MARGIN = 4.0
 DEFAULT_RIDGE = 1e-3
 DEFAULT_SKIP: tuple[int, ...] = (0,)
-DEFAULT_PASSAGES = 8
 VARIANTS = ("plain", "rope")
 FORMAT = "kakeya-qcal"
 FORMAT_VERSION = 1
 _KINDS = ("chol", "inv_chol", "sigma")
-
-
-def calib_dir() -> Path:
-    """Where calibration artifacts live: the kakeya codec's ``CALIB_DIR`` (``.cache/calib``), read
-    at call time so codebooks (``codebook=calib:NAME``) and Σ_q artifacts share one folder."""
-    from ..codecs import kakeya  # noqa: PLC0415
-
-    return Path(kakeya.CALIB_DIR)
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,87 +533,13 @@ def load(name_or_path: str | Path) -> QPrecond:
 # Calibration
 
 
-def model_fingerprint(model: Any) -> str:
-    """A short hash of the model's shape and a strided sample of every parameter (cheap, and
-    different for different weights), so cached calibrations are never reused across models."""
-    import torch  # noqa: PLC0415
-
-    cfg = model.config
-    h = hashlib.sha256()
-    for key in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim"):
-        h.update(f"{key}={getattr(cfg, key, None)};".encode())
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-            flat = p.detach().reshape(-1)
-            step = max(1, flat.numel() // 1024)
-            h.update(f"{name}{tuple(p.shape)}".encode())
-            h.update(flat[::step][:1024].to(torch.float32).cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def model_label(model: Any) -> str:
-    """A readable model name: the folder or HF id it was loaded from, else the model type."""
-    path = str(getattr(model.config, "_name_or_path", "") or "")
-    return Path(path).name if path else f"{model.config.model_type}-unnamed"
-
-
-def _slug(text: str, limit: int = 40) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._-") or "x"
-    return s[:limit]
-
-
-def passages_fingerprint(passages: Sequence[Sequence[int]]) -> str:
-    h = hashlib.sha256()
-    for ids in passages:
-        h.update(np.asarray(list(ids), dtype=np.int64).tobytes())
-        h.update(b"|")
-    return h.hexdigest()[:16]
-
-
 def artifact_name(model: str, corpus: str, ctx: int, n_passages: int, variant: str, ridge: float,
                   cond_cap: float | None, fingerprint: str = "") -> str:
     """``qcal-{model}-{corpus}-ctx{ctx}-n{n}-{variant}-r{ridge}-c{cap}[-{fingerprint}]``."""
-    corpus_part = _slug(Path(corpus).name if ("/" in str(corpus) or "\\" in str(corpus)) else corpus, 24)
+    corpus_part = slug(Path(corpus).name if ("/" in str(corpus) or "\\" in str(corpus)) else corpus, 24)
     cap = "none" if cond_cap is None else f"{cond_cap:g}"
-    name = f"qcal-{_slug(model, 32)}-{corpus_part}-ctx{ctx}-n{n_passages}-{variant}-r{ridge:g}-c{cap}"
+    name = f"qcal-{slug(model, 32)}-{corpus_part}-ctx{ctx}-n{n_passages}-{variant}-r{ridge:g}-c{cap}"
     return f"{name}-{fingerprint[:10]}" if fingerprint else name
-
-
-def _ensure_patched(model: Any) -> None:
-    from .prerope import patch_model  # noqa: PLC0415
-
-    if not any(getattr(layer.self_attn, "_kakeya_prerope", False) for layer in model.model.layers):
-        patch_model(model)
-
-
-def prefill(model: Any, ids: Sequence[int], cache: Any) -> None:
-    """One forward of ``ids`` into ``cache`` for calibration (only the last position's logits are
-    computed: the lm_head over the whole window is wasted work here)."""
-    import torch  # noqa: PLC0415
-
-    x = torch.tensor([list(ids)], dtype=torch.long)
-    with torch.no_grad():
-        try:
-            model(x, cache=cache, logits_to_keep=1)
-        except TypeError:  # a model class without logits_to_keep
-            model(x, cache=cache)
-
-
-def _token_lists(passages: Sequence[Any]) -> list[list[int]]:
-    """Token ids of calibration passages; Passage records must come from the calib split."""
-    out = []
-    for p in passages:
-        split = getattr(p, "split", None)
-        if split is not None and split != "calib":
-            raise InputError(f"calibration passage {getattr(p, 'passage_id', '?')} comes from the {split!r} split; "
-                             "Σ_q and codebooks must be calibrated on the 'calib' split, never on evaluation text")
-        ids = list(getattr(p, "input_ids", p))
-        if not ids:
-            raise InputError("empty calibration passage")
-        out.append(ids)
-    if not out:
-        raise InputError("no calibration passages")
-    return out
 
 
 def collect(model: Any, passages: Sequence[Any], layers: Sequence[int] | None = None,
@@ -623,11 +552,10 @@ def collect(model: Any, passages: Sequence[Any], layers: Sequence[int] | None = 
     """
     import torch  # noqa: PLC0415
 
-    from .plan import full_attention_layers  # noqa: PLC0415
     from .prerope import make_cache  # noqa: PLC0415
 
-    ids_list = _token_lists(passages)
-    _ensure_patched(model)
+    ids_list = token_lists(passages)
+    ensure_patched(model)
     cfg = model.config
     layers = list(full_attention_layers(cfg) if layers is None else layers)
     n_kv = cfg.num_key_value_heads
@@ -694,7 +622,7 @@ def calibrate(
         raise InputError(f"cond_cap must be > 1 (a cap on cond(L)), got {cond_cap}")
     import torch  # noqa: PLC0415
 
-    ids_list = _token_lists(passages)
+    ids_list = token_lists(passages)
     cfg = model.config
     grams, n_tokens, keys = collect(model, ids_list, layers, progress=progress)
     n_q, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
@@ -762,14 +690,6 @@ def calibrate(
     return qp.with_skip(skip, cfg.num_hidden_layers)
 
 
-def calib_passages(corpus: Any, tokenizer: Any, ctx: int, n_passages: int = DEFAULT_PASSAGES, seed: int = 0,
-                   bos: bool = False) -> list[Any]:
-    """``n_passages`` windows of ``ctx`` tokens from the corpus's **calib** split."""
-    from . import corpora  # noqa: PLC0415
-
-    return corpora.passages(corpus, tokenizer, ctx, 0, n_passages, seed, split="calib", bos=bos)
-
-
 def calibrate_on_corpus(
     model: Any,
     tokenizer: Any,
@@ -803,7 +723,7 @@ def calibrate_on_corpus(
         bos = family_of(model.config) == "gemma3"
     corp = corpus if isinstance(corpus, corpora.Corpus) else corpora.load_corpus(corpus)
     chosen = list(passages) if passages is not None else calib_passages(corp, tokenizer, ctx, n_passages, seed, bos)
-    ids_list = _token_lists(chosen)
+    ids_list = token_lists(chosen)
     fp = hashlib.sha256((model_fingerprint(model) + passages_fingerprint(ids_list)).encode()).hexdigest()
     name = artifact_name(model_name or model_label(model), corp.name, ctx, len(ids_list), variant, ridge, cond_cap, fp)
     if save and not refresh and exists(name):
