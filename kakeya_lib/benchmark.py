@@ -42,7 +42,7 @@ from .errors import InputError, KakeyaError
 from .timing import STAGES
 
 # One representative spec per registered codec; the first is the default KakeyaTurbo spec, the
-# second our recipe's K spec (entropy-coded uniform grid, 8-bit row scalars, 3072-row blocks).
+# second our recipe's K spec (recipes/ours-5x.yaml; tests/test_bench.py pins the two together).
 DEFAULT_CODECS = (
     "kakeya",
     "kakeya:pca=none,bits=5,quant=uniform,step=0.55,entropy=1,scalar_bits=8,block=3072",

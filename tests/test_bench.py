@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from kakeya_lib import backend, benchmark, cli, codecs, synthetic
+from kakeya_lib.llm import recipes
 from kakeya_lib.paths import REPO_ROOT
 
 DIMS = [32, 64]
@@ -41,6 +42,8 @@ def test_default_codecs_cover_the_registry():
     names = {codecs.get(s).name for s in benchmark.DEFAULT_CODECS}
     assert names == set(codecs.names()) - {"kvtc"}
     assert benchmark.DEFAULT_CODECS[0] == "kakeya"
+    # the second is our recipe's K spec, written out so the suite's spec list reads as data
+    assert codecs.get(benchmark.DEFAULT_CODECS[1]).spec == codecs.get(recipes.load("ours-5x").plan().k).spec
 
 
 def test_a_row_for_every_codec_dim_and_n(suite):

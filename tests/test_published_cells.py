@@ -61,12 +61,12 @@ def test_tuned_recipes_come_from_a_calib_tuning_cell_by_its_rule(recipe):
 
 
 def test_tuning_rows_are_the_current_template_at_their_steps():
-    # A tuning cell is named by its steps: its stored specs must still be today's template.
+    # A tuning cell is named by its steps: its stored specs must still be today's recipe structure.
     for c in Store().cells("paper", "e2e/tuning"):
         for r in c.rows:
-            assert r["k_codec"] == codecs.with_keys(e2e.OURS_TEMPLATE_K, step=r["k_step"])
-            assert r["v_codec"] == codecs.with_keys(e2e.OURS_TEMPLATE_V, step=r["v_step"])
-            assert r["protect_tokens"] == 1
+            ((_, plan),) = e2e.tuning_plans([r["k_step"]], [r["v_step"]])
+            assert (r["k_codec"], r["v_codec"]) == (codecs.get(plan.k).spec, codecs.get(plan.v).spec)
+            assert r["protect_tokens"] == plan.protect_tokens
 
 
 def test_no_tuning_passage_shares_a_document_with_an_evaluation_passage():

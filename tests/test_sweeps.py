@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from kakeya_lib import codecs
 from kakeya_lib.experiments import sweeps
+from kakeya_lib.llm import recipes
 from kakeya_lib.llm.models import tiny_config, tiny_model
 
 from .test_qprecond import calib_dir_fixture  # noqa: F401  (fixture)
@@ -25,7 +27,7 @@ def test_generators_build_the_expected_plans():
     assert len(g) == 4
     cols, plan = g[-1]
     assert cols == {"bits": 3, "block": 1024}
-    assert plan.k == "kakeya:pca=none,bits=3,block=1024" and "k=0" in plan.v
+    assert plan.k == codecs.get("kakeya:pca=none,bits=3,block=1024").spec and "k=0" in plan.v
 
 
 def test_run_gives_tidy_rows_and_compounding_grows_with_depth():
@@ -64,9 +66,6 @@ def test_rank_correlation_is_spearman():
 
 
 def test_the_ablation_ladder_ends_at_the_tuned_recipe():
-    from kakeya_lib import codecs
-    from kakeya_lib.llm import recipes
-
     (_, last), want = sweeps.ablation_ladder()[-1], recipes.load("ours-5x").plan()
     assert codecs.get(last.k).spec == codecs.get(want.k).spec and codecs.get(last.v).spec == codecs.get(want.v).spec
     assert (last.protect_tokens, last.hot_tokens, last.boundary) == (want.protect_tokens, want.hot_tokens, want.boundary)

@@ -43,11 +43,6 @@ LabelledPlans = list[tuple[dict[str, Any], KVPlan]]
 
 # The recipe the frontier-free analyses (depth, long context) are run with.
 HEADLINE_RECIPE = "ours-5x"
-# Our recipe's structure, whose grid steps the tuning analysis chooses (pre-RoPE rows, block mean, no
-# basis; K with 16 spherical k-means centres; Hadamard; entropy-coded uniform grid; 8-bit row scalars;
-# one block per layer stream at ctx 1024 on a 3-KV-head model; the sink token exact).
-OURS_TEMPLATE_K = "kakeya:pca=none,bits=5,quant=uniform,entropy=1,scalar_bits=8,block=3072"
-OURS_TEMPLATE_V = "kakeya:pca=none,k=0,bits=5,quant=uniform,entropy=1,scalar_bits=8,block=3072"
 # The rule that picks a tuned recipe: the largest ratio whose KL on the tuning passages is <= target.
 TUNING_RULE = "largest ratio_vs_bf16 with kl_mean <= target on calib-split passages"
 
@@ -132,14 +127,19 @@ def _point_label(point: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def tuning_plans(k_steps: Sequence[float], v_steps: Sequence[float]) -> LabelledPlans:
-    """Our recipe's structure at every (K step, V step) on the grid, sink token exact."""
+def tuning_plans(k_steps: Sequence[float], v_steps: Sequence[float], recipe: str = HEADLINE_RECIPE) -> LabelledPlans:
+    """Our recipe's structure at every (K step, V step) on the grid, with its exact tokens.
+
+    The structure (block mean without a basis, k-means on K, Hadamard, entropy-coded uniform grid,
+    8-bit row scalars, 3072-row blocks, the sink token) is ``recipe``'s; only its grid steps vary.
+    """
+    base = recipe_lib.load(recipe).plan()
     out: LabelledPlans = []
     for ks, vs in itertools.product(k_steps, v_steps):
-        k = codecs.with_keys(OURS_TEMPLATE_K, step=ks)
-        v = codecs.with_keys(OURS_TEMPLATE_V, step=vs)
+        k = codecs.with_keys(base.k, step=ks)
+        v = codecs.with_keys(base.v or base.k, step=vs)
         out.append(({"k_step": ks, "v_step": vs, "family": "ours", "source": "tuning"},
-                    KVPlan(k, v, protect_tokens=1, name=f"ours K step {ks}, V step {vs}")))
+                    KVPlan(k, v, protect_tokens=base.protect_tokens, name=f"ours K step {ks}, V step {vs}")))
     return out
 
 

@@ -22,7 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..codecs.spec import split_spec
+from .. import codecs
+from ..llm import recipes
 from ..llm.models import full_attention_layers
 from ..llm.plan import KVPlan
 from .table import summary_row
@@ -50,12 +51,8 @@ def grid(base: str, v_base: str | None = None, **axes: Sequence[Any]) -> list[tu
     out = []
     for values in itertools.product(*(axes[k] for k in keys)):
         extra = ",".join(f"{k}={v}" for k, v in zip(keys, values))
-        specs = []
-        for spec in (base, v_base or base):
-            name, raw = split_spec(spec)
-            raw.update({k: str(v) for k, v in zip(keys, values)})
-            specs.append(f"{name}:" + ",".join(f"{k}={v}" for k, v in raw.items()))
-        out.append((dict(zip(keys, values)), KVPlan(specs[0], specs[1], name=extra)))
+        k, v = (codecs.with_keys(spec, **dict(zip(keys, values))) for spec in (base, v_base or base))
+        out.append((dict(zip(keys, values)), KVPlan(k, v, name=extra)))
     return out
 
 
@@ -81,17 +78,15 @@ _SEED_LADDER: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("+ boundary layers (2+2 exact)", "kakeya:vr=1.0,k=16,bits=3,outlier=2.0", "",
      {"qprecond": "calib", "calibrated_codebook": True, "boundary": 2}),
 )
-# Our branch ends at the tuned recipe itself (ours-5x: the same specs and sink token; a test pins
-# it), so the ladder's last row is the headline configuration, not a neighbour of it.
+# Our branch ends at the tuned recipe itself ("recipe:NAME": its specs and exact tokens), so the
+# ladder's last row is the headline configuration, not a neighbour of it.
 _OURS_LADDER: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("ours: mean only, no basis", "kakeya:pca=none,bits=3,block=3072", "kakeya:pca=none,k=0,bits=3,block=3072", {}),
     ("+ sink token exact", "kakeya:pca=none,bits=3,block=3072", "kakeya:pca=none,k=0,bits=3,block=3072",
      {"protect_tokens": 1}),
     ("+ 8-bit row scalars", "kakeya:pca=none,bits=3,block=3072,scalar_bits=8",
      "kakeya:pca=none,k=0,bits=3,block=3072,scalar_bits=8", {"protect_tokens": 1}),
-    ("+ entropy-coded uniform grid (= ours-5x)",
-     "kakeya:pca=none,bits=5,quant=uniform,step=0.55,entropy=1,scalar_bits=8,block=3072",
-     "kakeya:pca=none,k=0,bits=5,quant=uniform,step=0.7,entropy=1,scalar_bits=8,block=3072", {"protect_tokens": 1}),
+    ("+ entropy-coded uniform grid (= ours-5x)", "recipe:ours-5x", "", {}),
 )
 
 
@@ -109,17 +104,14 @@ def ablation_ladder(include_seed: bool = True, include_ours: bool = True, block:
     rungs = (_SEED_LADDER if include_seed else ()) + (_OURS_LADDER if include_ours else ())
     out = []
     for i, (stage, k, v, extra) in enumerate(rungs):
+        if k.startswith("recipe:"):
+            tuned = recipes.load(k.removeprefix("recipe:")).plan()
+            k, v, extra = tuned.k, tuned.v or "", {"protect_tokens": tuned.protect_tokens, "hot_tokens": tuned.hot_tokens}
         if block is not None:
-            k, v = _with_key(k, "block", block), (_with_key(v, "block", block) if v else v)
+            k, v = codecs.with_keys(k, block=block), (codecs.with_keys(v, block=block) if v else v)
         plan = dataclasses.replace(KVPlan(k, v or None, name=stage), **extra)
         out.append(({"rung": i, "stage": stage}, plan))
     return out
-
-
-def _with_key(spec: str, key: str, value: Any) -> str:
-    name, raw = split_spec(spec)
-    raw[key] = str(value)
-    return f"{name}:" + ",".join(f"{k}={v}" for k, v in raw.items())
 
 
 def rank_correlation(rows: Sequence[dict[str, Any]], x: str, y: str = "kl_mean") -> float:
