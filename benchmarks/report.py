@@ -1,4 +1,4 @@
-"""Markdown tables from ``kakeya bench --json`` files (for the README, a notebook or the book).
+"""Markdown tables from ``kakeya bench --json`` files (``data/results/bench/summary_cpu.md``, a notebook or the book).
 
     .venv/bin/python benchmarks/report.py data/results/bench/codec_cpu_kv_like.json [more.json ...] \\
         [--rows 4096] [--dim 128]

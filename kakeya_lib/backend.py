@@ -1,6 +1,6 @@
 """Array backend selection: numpy on the CPU, CuPy on a CUDA GPU.
 
-Rules (see the README, "Backends"):
+Rules (the README's "Tests, devices, speed" section says the same for users):
 
 * Public entry points call :func:`get_namespace` once on their input arrays and pass ``xp`` to
   private helpers. Mixing numpy and CuPy arrays in one call is an error.

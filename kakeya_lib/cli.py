@@ -93,6 +93,14 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
 
 
 def cmd_codecs(args: argparse.Namespace) -> int:
+    if args.markdown:
+        from .codecs.reference import markdown_reference  # noqa: PLC0415  (only for this verb)
+
+        out = Path(args.markdown)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown_reference())
+        print(out)
+        return 0
     for name in codecs.names():
         codec = codecs.get(name)
         keys = [f"{f.name}={f.default}" for f in dataclasses.fields(codec.Params)]
@@ -367,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_roundtrip)
 
     p = sub.add_parser("codecs", help="list registered codecs and their spec keys")
+    p.add_argument("--markdown", metavar="PATH", help="write the spec-key reference page (markdown) here instead")
     p.set_defaults(func=cmd_codecs)
 
     p = sub.add_parser("bench", help="codec encode/decode throughput, scaling and memory (the speed suite)",
@@ -421,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibration_arguments(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("calibrate", help="calibrate (and cache) a Σ_q query-preconditioning artifact")
+    p = sub.add_parser("calibrate", help="calibrate (and cache) a query-whitening (second-moment) artifact")
     _add_llm_arguments(p)
     p.add_argument("--variant", choices=["plain", "rope"], default="plain")
     p.add_argument("--ridge", type=float, default=1e-3, help="Σ + ridge·mean(diag Σ)·I")

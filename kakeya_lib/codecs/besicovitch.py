@@ -63,7 +63,7 @@ class BesicovitchParams:
     g: int = 2  # coordinates per group, 2..8, must divide D
     dir: int = 5  # direction bits (2**dir lines on S^{g-1}), 1..8
     mag: int = 4  # magnitude bits (quant, riemann), 1..8
-    mode: Literal["f16", "quant", "riemann"] = "quant"
+    mode: Literal["f16", "quant", "riemann"] = "quant"  # magnitudes: f16, mag-bit against a per-vector scale, or per-(block, group) scales
     mean: bool = True  # subtract the f16 block mean
     block: int = 1024  # rows per block (means, riemann scales)
     legacy_mag: bool = False  # quant only: the seed's N(0,1) table on α/s (inner levels only)

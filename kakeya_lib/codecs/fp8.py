@@ -26,7 +26,7 @@ from .base import Codec, as_host_bytes
 class Fp8Params:
     block: int = 128  # tokens per scale
     heads: int = 1  # KV heads interleaved in the rows
-    scales: Literal["f16", "bf16", "f32"] = "f32"
+    scales: Literal["f16", "bf16", "f32"] = "f32"  # storage of the per-block scales
 
     def __post_init__(self) -> None:
         if self.block < 1 or self.heads < 1:

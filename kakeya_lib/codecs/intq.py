@@ -36,8 +36,8 @@ class IntParams:
     bits: int = 4  # 2..8
     group: int = 32  # coordinates per (scale, min) pair
     rotate: bool = False  # seeded Hadamard rotation first
-    scales: Literal["f16", "bf16", "f32"] = "f16"
-    seed: int = SEED_ROTATION
+    scales: Literal["f16", "bf16", "f32"] = "f16"  # storage of each group's scale and minimum
+    seed: int = SEED_ROTATION  # Hadamard signs
     entropy: int = 0  # 0 bit-packed codes, 1 one rANS stream, 2 one rANS table per coordinate
 
     def __post_init__(self) -> None:

@@ -95,11 +95,11 @@ class KakeyaParams:
     rbesi_mag: int = 4  # its magnitude bits (quant mode)
     rbesi_mode: Literal["f16", "quant"] = "quant"  # its magnitude mode
     seed: int = SEED_ROTATION  # WHT signs, k-means init, RSVD test matrix
-    legacy_wht_scale: bool = False
-    legacy_ip_norm: bool = False
-    legacy_unrounded_t: bool = False
-    legacy_rsvd_no_reorth: bool = False
-    legacy_rsvd_sketch_vr: bool = False
+    legacy_wht_scale: bool = False  # seed bug: residual scaled by √W/‖r‖ (the quantiser saturates)
+    legacy_ip_norm: bool = False  # seed bug (needs metric=ip): decode ignores the residual norm
+    legacy_unrounded_t: bool = False  # seed quirk: residual against the unrounded t
+    legacy_rsvd_no_reorth: bool = False  # seed bug: power iterations without QR (raises on overflow)
+    legacy_rsvd_sketch_vr: bool = False  # seed quirk: RSVD variance ratio against the sketch only
     legacy_rbesi_mag: bool = False  # the seed's quantised-magnitude quirk in the K-residual Besicovitch
 
     def __post_init__(self) -> None:

@@ -31,10 +31,10 @@ from .base import Codec
 @dataclass(frozen=True)
 class KiviParams:
     bits: int = 2  # 2 or 4 in the paper; 1..8 accepted
-    group: int = 32
-    mode: Literal["key", "value"] = "key"
+    group: int = 32  # tokens per group (keys, per channel) or channels per group (values, per token)
+    mode: Literal["key", "value"] = "key"  # keys quantised per channel, values per token
     heads: int = 1  # KV heads interleaved in the rows
-    scales: Literal["f16", "bf16", "f32"] = "f16"
+    scales: Literal["f16", "bf16", "f32"] = "f16"  # storage of each group's scale and minimum
     entropy: int = 0  # 0 bit-packed codes, 1 one rANS stream, 2 one rANS table per coordinate
 
     def __post_init__(self) -> None:

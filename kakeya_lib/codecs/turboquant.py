@@ -67,11 +67,11 @@ def gaussian_sketch(d: int, seed: int) -> np.ndarray:
 @dataclass(frozen=True)
 class TurboQuantParams:
     bits: int = 3  # total bits per coordinate (incl. the QJL bit when qjl=1)
-    qjl: bool = False
-    rotation: Literal["orth", "wht"] = "orth"
-    norm_correction: bool = True
-    norms: Literal["f16", "bf16", "f32"] = "f32"
-    seed: int = 42
+    qjl: bool = False  # the "prod" variant: one bit per coordinate goes to a QJL sketch of the residual
+    rotation: Literal["orth", "wht"] = "orth"  # Haar-random orthogonal rotation or randomised Hadamard
+    norm_correction: bool = True  # rescale the decoded row to its stored norm
+    norms: Literal["f16", "bf16", "f32"] = "f32"  # storage of the per-row norms
+    seed: int = 42  # rotation and sketch draws
     entropy: int = 0  # 0 bit-packed indices, 1 one rANS stream, 2 one rANS table per rotated coordinate
 
     def __post_init__(self) -> None:
