@@ -139,7 +139,7 @@ def parse_data(tokens: Sequence[str], seed: int = 0) -> list[DataSource]:
 def save_captured(tensors: dict[str, Any], path: str | os.PathLike, layers: Sequence[int] | None = None,
                   meta: dict[str, Any] | None = None, dtype: str = "float16") -> dict[str, Any]:
     """Save pre-RoPE K/V of some layers as rows ``[T·n_kv, D]`` (token-major, heads interleaved,
-    as :mod:`kakeya_lib.llm.kvrows`) in a pickle-free ``.npz``.
+    as :mod:`kakeya_lib.layout`) in a pickle-free ``.npz``.
 
     ``tensors`` maps ``layer{L}.k`` / ``layer{L}.v`` to arrays or tensors ``[n_kv, T, D]`` (the
     layout :func:`kakeya_lib.llm.capture.capture_passage` returns); other keys are ignored.
@@ -551,7 +551,6 @@ def forward_overhead(model: Any, input_ids: Sequence[int], specs: Sequence[str],
     import torch  # noqa: PLC0415
 
     from .llm.capture import capture_passage  # noqa: PLC0415
-    from .llm.kvrows import spec_for_heads  # noqa: PLC0415
 
     ids = torch.tensor([list(input_ids)], dtype=torch.long)
     validate(specs, [1], [1], repeat)
@@ -577,7 +576,7 @@ def forward_overhead(model: Any, input_ids: Sequence[int], specs: Sequence[str],
     rows = []
     with _device_env(np):
         for spec in specs:
-            codec = codecs.get(spec_for_heads(spec, n_kv))
+            codec = codecs.get(codecs.for_heads(spec, n_kv))
             codec.decode(codec.encode(arrays[0]), device="cpu")  # warm-up
             enc_runs, dec_runs, nbytes = [], [], 0
             for _ in range(repeat):

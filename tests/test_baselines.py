@@ -198,10 +198,9 @@ def test_odd_shapes_round_trip(spec, shape):
 
 
 def test_harness_fills_in_heads_for_head_grouped_codecs():
-    from kakeya_lib.llm.kvrows import spec_for_heads
-
-    assert spec_for_heads("kivi:bits=2", 3) == "kivi:heads=3"
-    assert spec_for_heads("fp8", 2) == "fp8:heads=2"
-    assert spec_for_heads("kivi:heads=1", 3) == "kivi"  # explicit choice kept
-    assert spec_for_heads("int:bits=4", 3) == "int"
-    assert spec_for_heads("kakeya:bits=2", 3) == "kakeya:bits=2"
+    
+    assert codecs.for_heads("kivi:bits=2", 3) == "kivi:heads=3"
+    assert codecs.for_heads("fp8", 2) == "fp8:heads=2"
+    assert codecs.for_heads("kivi:heads=1", 3) == "kivi"  # explicit choice kept
+    assert codecs.for_heads("int:bits=4", 3) == "int"
+    assert codecs.for_heads("kakeya:bits=2", 3) == "kakeya:bits=2"

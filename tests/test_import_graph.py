@@ -95,3 +95,12 @@ def test_no_import_cycle_in_the_package():
     graph = {name: imported_modules(name, path, set(files)) for name, path in files.items()}
     assert "kakeya_lib.llm.calibration_inputs" in graph["kakeya_lib.llm.qprecond"]  # the walk sees imports
     assert cycles(graph) == []
+
+
+def test_the_row_layout_is_one_module_without_torch():
+    # the codecs use kakeya_lib.layout, and "stages/, codecs/, container.py never import torch"
+    import ast as _ast
+
+    tree = _ast.parse((PACKAGE_DIR / "layout.py").read_text())
+    top_level = [n for n in tree.body if isinstance(n, (_ast.Import, _ast.ImportFrom))]
+    assert all("torch" not in _ast.unparse(n) for n in top_level)

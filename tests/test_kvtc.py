@@ -18,7 +18,6 @@ from kakeya_lib.bitpack import packed_nbytes
 from kakeya_lib.container import read_container, write_container
 from kakeya_lib.errors import CorruptBlobError, InputError, SpecError
 from kakeya_lib.llm import corpora, kvtc_calib
-from kakeya_lib.llm.kvrows import spec_for_heads
 from kakeya_lib.stages import bit_allocation as ba
 from tests.conftest import TinyTokenizer
 
@@ -216,7 +215,7 @@ def test_artifact_refusals(artifact, calib_folder):
 def test_spec_keys_and_head_filling(artifact):
     codec = _codec(bits=2.5)
     assert codec.groups_by_head and codec.spec == f"kvtc:bits=2.5,calib={NAME},heads=2,layer=0"
-    assert spec_for_heads(f"kvtc:calib={NAME},layer=0", H) == f"kvtc:calib={NAME},heads=2,layer=0"
+    assert codecs.for_heads(f"kvtc:calib={NAME},layer=0", H) == f"kvtc:calib={NAME},heads=2,layer=0"
     for bad in ("kvtc:bits=0", "kvtc:bits=9", "kvtc:heads=0", "kvtc:pca=rows", "kvtc:coder=zstd",
                 "kvtc:calib=a/b", "kvtc:layer=-2"):
         with pytest.raises(SpecError):
@@ -387,7 +386,7 @@ def test_refitted_artifact_under_the_same_name_is_detected(artifact, calib_folde
 
 def test_calibrate_on_the_calib_split_with_protected_tokens(tiny_corpus, calib_folder, monkeypatch):
     from kakeya_lib.llm.capture import capture_passage
-    from kakeya_lib.llm.kvrows import to_rows
+    from kakeya_lib.layout import tensor_to_rows  # noqa: PLC0415
     from kakeya_lib.llm.models import tiny_model
 
     model = tiny_model("llama")
@@ -408,9 +407,9 @@ def test_calibrate_on_the_calib_split_with_protected_tokens(tiny_corpus, calib_f
                                                max_bits=6) == name
     # the codec on real pre-RoPE keys of an evaluation passage
     ids = corpora.passages(tiny_corpus, tok, 48, 0, 1, seed=0)[0].input_ids
-    rows = to_rows(capture_passage(model, ids)["layer1.k"][None, :, 1:])  # the protected token stays exact
+    rows = tensor_to_rows(capture_passage(model, ids)["layer1.k"][None, :, 1:])  # the protected token stays exact
     errors = []
     for bits in (6.0, 2.0):
-        spec = spec_for_heads(f"kvtc:calib={name},layer=1,stream=k,bits={bits}", cfg.num_key_value_heads)
+        spec = codecs.for_heads(f"kvtc:calib={name},layer=1,stream=k,bits={bits}", cfg.num_key_value_heads)
         errors.append(_rel_mse(rows, codecs.decode(codecs.get(spec).encode(rows))))
     assert errors[0] < 5e-3 and errors[0] < errors[1] < 0.1, errors

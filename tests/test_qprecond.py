@@ -17,7 +17,7 @@ from kakeya_lib.llm import corpora, qprecond
 from kakeya_lib.llm.cache import CompressedCache
 from kakeya_lib.llm.capture import capture_passage
 from kakeya_lib.llm.evaluate import evaluate_many
-from kakeya_lib.llm.kvrows import to_rows
+from kakeya_lib.layout import tensor_to_rows
 from kakeya_lib.llm.models import tiny_model
 from kakeya_lib.llm.plan import KVPlan, resolve_plan
 from kakeya_lib.llm.prerope import make_cache, patch_model
@@ -97,9 +97,9 @@ def test_cholesky_inverse_and_whiten_roundtrip_on_rows_and_tensors():
         assert np.allclose(np.triu(chol, 1), 0)
     keys = torch.randn(1, 2, 7, 16, generator=torch.Generator().manual_seed(1))
     white = qp.whiten(keys, 1)
-    rows = to_rows(keys)
-    np.testing.assert_allclose(to_rows(white), qp.whiten(rows, 1), rtol=1e-5, atol=1e-5)  # same per-head layout
-    np.testing.assert_allclose(to_rows(white)[1], rows[1] @ qp.chol[1][1], rtol=1e-5, atol=1e-5)  # row 1 = head 1
+    rows = tensor_to_rows(keys)
+    np.testing.assert_allclose(tensor_to_rows(white), qp.whiten(rows, 1), rtol=1e-5, atol=1e-5)  # same per-head layout
+    np.testing.assert_allclose(tensor_to_rows(white)[1], rows[1] @ qp.chol[1][1], rtol=1e-5, atol=1e-5)  # row 1 = head 1
     back = qp.unwhiten(white, 1)
     assert torch.allclose(back, keys, atol=1e-5)
     np.testing.assert_allclose(qp.unwhiten(qp.whiten(rows, 1), 1), rows, atol=1e-5)
@@ -349,12 +349,12 @@ def test_compressed_cache_whitens_blocks_and_unwhitens_on_read(tiny_corpus):
     keys = exact.layers[1].keys.to(torch.bfloat16).to(torch.float32)
     values = exact.layers[1].values.to(torch.bfloat16).to(torch.float32)
     stored = layer.k_codec.decode(layer.k_blobs[0], device="cpu")  # identity: the rows it was given
-    np.testing.assert_allclose(stored, plan.qprecond.whiten(to_rows(keys[..., :16, :]), 1), rtol=1e-5, atol=1e-5)
-    assert not np.allclose(stored, to_rows(keys[..., :16, :]))
+    np.testing.assert_allclose(stored, plan.qprecond.whiten(tensor_to_rows(keys[..., :16, :]), 1), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(stored, tensor_to_rows(keys[..., :16, :]))
     assert torch.allclose(layer._decoded(layer.k_blobs, layer.k_codec, exact.layers[1].keys), keys[..., :32, :],
                           atol=1e-5)
     assert torch.allclose(nxt, ref, atol=1e-2)
-    assert layer.v_codec.decode(layer.v_blobs[0], device="cpu").tolist() == to_rows(values[..., :16, :]).tolist()
+    assert layer.v_codec.decode(layer.v_blobs[0], device="cpu").tolist() == tensor_to_rows(values[..., :16, :]).tolist()
     with pytest.raises(InputError, match="corpus"):
         CompressedCache.from_plan(model.config, KVPlan("identity", qprecond="calib"))
     saved = plan.qprecond.save("cache-art")

@@ -69,9 +69,26 @@ def with_keys(spec: str, **keys: Any) -> str:
     return get(f"{name}:{body}" if body else name).spec
 
 
+def for_heads(spec: str, heads: int) -> str:
+    """``spec`` with ``heads`` filled in for codecs that group rows by head (``kivi``, ``fp8``,
+    ``kvtc``) when the spec leaves it at its default, so the rows of one cache tensor
+    (:mod:`kakeya_lib.layout`) are grouped per head; other specs come back canonical, unchanged.
+
+    The returned canonical spec (e.g. ``kivi:heads=3``) is what results are labelled with; an
+    explicit ``heads=1`` is kept.
+    """
+    codec = get(spec)
+    if not codec.groups_by_head or codec.params.heads != 1 or heads == 1:
+        return codec.spec
+    if "heads" in split_spec(spec)[1]:  # heads=1 given explicitly: keep it
+        return codec.spec
+    return with_keys(spec, heads=heads)
+
+
 def ledger(blob: bytes) -> dict[str, int]:
     """Per-component byte ledger of any blob (sums to ``len(blob)``)."""
     return read_container(blob).ledger()
 
 
-__all__ = ["Codec", "decode", "format_spec", "get", "ledger", "names", "ratio_vs_bf16", "register", "with_keys"]
+__all__ = ["Codec", "decode", "for_heads", "format_spec", "get", "ledger", "names", "ratio_vs_bf16", "register",
+           "with_keys"]

@@ -7,7 +7,6 @@
   infinities, max 448; NaN codes are never produced), nearest value with ties to even.
 * :func:`encode_lines` / :func:`decode_lines`: the ``codes`` (or, ``entropy`` >= 1, rANS-coded
   ``entropy``) and ``scales`` sections of int and kivi, from lines [L, W] quantised in groups.
-* :func:`token_head_view`: rows ``[T·H, D]`` (token-major, heads interleaved) as ``[T, H, D]``.
 """
 
 from __future__ import annotations
@@ -127,11 +126,3 @@ def e4m3_decode(codes: Any, xp: ModuleType) -> Any:
     if not bool(xp.isfinite(out).all()):
         raise InputError("E4M3 NaN code in the data (corrupted bytes?)")
     return out
-
-
-def token_head_view(x: Any, heads: int) -> Any:
-    """Rows [T·H, D] (row t·H + h) as [T, H, D]; N must be a multiple of ``heads``."""
-    n, d = x.shape
-    if heads < 1 or n % heads:
-        raise InputError(f"{n} rows do not split into heads={heads} (rows are token-major, heads interleaved)")
-    return x.reshape(n // heads, heads, d)

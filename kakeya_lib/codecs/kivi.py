@@ -23,8 +23,9 @@ from typing import Any, Literal
 
 from ..container import Container
 from ..errors import CorruptBlobError
+from ..layout import token_head_view
 from ._entropy import check_entropy
-from ._scalar import decode_lines, encode_lines, token_head_view
+from ._scalar import decode_lines, encode_lines
 from .base import Codec
 
 

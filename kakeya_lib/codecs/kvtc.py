@@ -49,7 +49,7 @@ Byte layout (container sections, in order)::
 
 Everything per prompt is in the blob; the per-model artifact is not (its size is reported by
 :func:`kakeya_lib.llm.kvtc_calib.artifact_nbytes`). ``heads`` is filled in by the harness
-(:func:`kakeya_lib.llm.kvrows.spec_for_heads`) because :attr:`groups_by_head` is True; it must
+(:func:`kakeya_lib.codecs.for_heads`) because :attr:`groups_by_head` is True; it must
 match the artifact's.
 """
 

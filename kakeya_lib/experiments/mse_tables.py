@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import codecs
+from ..layout import heads_to_rows
 from ..rope import apply_rope_freqs
 
 # Large grouped-query-attention models whose KV footprint the projection table scales to (layers,
@@ -59,13 +60,6 @@ SEED_TABLE_CONFIGS: dict[str, str] = {
 }
 # Configurations whose keys are also coded after RoPE (the seed's inverse-RoPE tables 4 and 8).
 ROPE_CONFIGS = ["b=3 exact (v1.2)", "tier-1 (bugs fixed)", "ours-5x"]
-
-
-def tensor_rows(t: Any) -> np.ndarray:
-    """A captured [n_kv, T, D] tensor as codec rows [T·n_kv, D] (token-major, heads interleaved)."""
-    a = np.asarray(t, dtype=np.float32)
-    h, n, d = a.shape
-    return np.ascontiguousarray(a.transpose(1, 0, 2).reshape(n * h, d))
 
 
 def post_rope(k: Any, inv_freq: np.ndarray) -> np.ndarray:
@@ -129,7 +123,7 @@ def layer_rows(captures: Sequence[Mapping[str, Any]], layers: Sequence[int], con
                 n_vec = 0
                 ledger: dict[str, int] = {}
                 for cap in captures:
-                    x = tensor_rows(get(cap))
+                    x = heads_to_rows(get(cap))
                     b, e, en, parts = _code(spec, x)
                     nbytes, err, energy, n_vec = nbytes + b, err + e, energy + en, n_vec + x.shape[0]
                     for part, n in parts.items():
@@ -223,7 +217,7 @@ def ctx_scaling(capture: Mapping[str, Any], layers: Sequence[int], configs: Mapp
             nbytes = bf16 = 0
             for layer in layers:
                 for spec, key in ((k_spec, "k"), (v_spec, "v")):
-                    x = tensor_rows(np.asarray(capture[f"layer{layer}.{key}"])[:, :t])
+                    x = heads_to_rows(np.asarray(capture[f"layer{layer}.{key}"])[:, :t])
                     nbytes += len(codecs.get(spec).encode(x))
                     bf16 += 2 * x.size
             out.append({"config": name, "ctx": t, "bytes": nbytes, "bf16_bytes": bf16, "ratio_vs_bf16": bf16 / nbytes,

@@ -38,7 +38,7 @@ from transformers.cache_utils import DynamicLayer
 
 from .. import codecs
 from ..errors import InputError
-from .kvrows import from_rows, to_rows
+from ..layout import rows_to_tensor, tensor_to_rows
 from .plan import KVPlan, ResolvedPlan, resolve_plan
 from .prerope import PreRopeCache
 from .qprecond import apply_transform
@@ -77,7 +77,7 @@ class CompressedLayer(DynamicLayer):
         """Decoded blocks [1, H, n, D]; K blocks of a whitened layer are unwhitened unless told not to."""
         heads = like.shape[1]
         back = self.k_factors[1] if unwhiten and blobs is self.k_blobs and self.k_factors is not None else None
-        parts = [from_rows(apply_transform(codec.decode(b, device="cpu"), back), heads, like) for b in blobs]
+        parts = [rows_to_tensor(apply_transform(codec.decode(b, device="cpu"), back), heads, like) for b in blobs]
         return torch.cat(parts, dim=-2) if parts else like[..., :0, :]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
@@ -114,11 +114,11 @@ class CompressedLayer(DynamicLayer):
                 self.protected += take
         while self.keys.shape[-2] - self.hot_tokens >= self.block_tokens:
             n = self.block_tokens
-            k_rows = to_rows(self.keys[..., :n, :])
+            k_rows = tensor_to_rows(self.keys[..., :n, :])
             if self.k_factors is not None:
                 k_rows = apply_transform(k_rows, self.k_factors[0])
             self.k_blobs.append(self.k_codec.encode(k_rows))
-            self.v_blobs.append(self.v_codec.encode(to_rows(self.values[..., :n, :])))
+            self.v_blobs.append(self.v_codec.encode(tensor_to_rows(self.values[..., :n, :])))
             self.keys = self.keys[..., n:, :].contiguous()
             self.values = self.values[..., n:, :].contiguous()
             self.compressed_tokens += n

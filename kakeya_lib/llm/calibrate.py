@@ -36,6 +36,7 @@ import numpy as np
 
 from .. import codecs, provenance
 from ..errors import InputError
+from ..layout import tensor_to_rows
 from ..stages import lloyd_max
 from .calibration_inputs import calib_dir, ensure_patched, prefill, slug, token_lists
 
@@ -219,7 +220,6 @@ def fit_codebooks(model: Any, passages: Sequence[Sequence[int]], jobs: Sequence[
     -------
     job name → fit summary (levels, MSE of the Gaussian and of the fitted table, samples, file)
     """
-    from .kvrows import to_rows  # noqa: PLC0415
     from .prerope import make_cache  # noqa: PLC0415
 
     ids_list = token_lists(passages)
@@ -243,7 +243,7 @@ def fit_codebooks(model: Any, passages: Sequence[Sequence[int]], jobs: Sequence[
                 keep = min(protect_tokens, tensor.shape[2])
                 if keep == tensor.shape[2]:
                     continue
-                rows = to_rows(tensor[:, :, keep:])
+                rows = tensor_to_rows(tensor[:, :, keep:])
                 if job.stream == "k" and qprecond is not None:
                     rows = qprecond.whiten(rows, layer)
                 z = unit_residuals(built[j], rows)

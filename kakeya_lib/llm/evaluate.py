@@ -34,8 +34,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .. import codecs
 from ..errors import InputError
-from .kvrows import from_rows, spec_for_heads, to_rows
+from ..layout import rows_to_tensor, tensor_to_rows
 from .models import full_attention_layers
 from .plan import KVPlan, ResolvedPlan, as_plans, resolve_plan
 from .prerope import PreRopeCache, make_cache, patch_model
@@ -167,7 +168,7 @@ def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: lis
         for stream, tensor, codec in (("k", keys, layer_codecs[i][0]), ("v", values, layer_codecs[i][1])):
             if end == keep:
                 continue
-            rows = to_rows(tensor[:, :, keep:end])
+            rows = tensor_to_rows(tensor[:, :, keep:end])
             factors = key_factors[i] if key_factors is not None and stream == "k" else None
             if factors is None:
                 blob = codec.encode(rows)
@@ -181,7 +182,7 @@ def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: lis
             tallies[i].add(stream, rows, decoded, len(blob))
             if stream == "k" and k_metric is not None and i in k_metric.chol:
                 tallies[i].add_metric(rows, decoded, k_metric.chol[i])
-            rebuilt = torch.cat([tensor[:, :, :keep], from_rows(decoded, tensor.shape[1], tensor), tensor[:, :, end:]],
+            rebuilt = torch.cat([tensor[:, :, :keep], rows_to_tensor(decoded, tensor.shape[1], tensor), tensor[:, :, end:]],
                                 dim=2)
             setattr(layer, "keys" if stream == "k" else "values", rebuilt)
 
@@ -202,10 +203,10 @@ def _streamed(model: Any, prefix: torch.Tensor, cache_ref: PreRopeCache, tallies
                                             ("v", layer.v_blobs, layer.v_codec, ref.values)):
             if end > start:
                 decoded = layer._decoded(blobs, codec, exact, unwhiten=True)
-                tallies[i].add(stream, to_rows(exact[..., start:end, :]), to_rows(decoded), sum(map(len, blobs)))
+                tallies[i].add(stream, tensor_to_rows(exact[..., start:end, :]), tensor_to_rows(decoded), sum(map(len, blobs)))
                 if stream == "k" and layer.k_factors is not None:
-                    white = apply_transform(to_rows(exact[..., start:end, :]), layer.k_factors[0])
-                    tallies[i].add_whitened(white, to_rows(layer._decoded(blobs, codec, exact, unwhiten=False)))
+                    white = apply_transform(tensor_to_rows(exact[..., start:end, :]), layer.k_factors[0])
+                    tallies[i].add_whitened(white, tensor_to_rows(layer._decoded(blobs, codec, exact, unwhiten=False)))
         held = layer.bytes_held()
         tallies[i].hot_bytes += held["hot_bytes"]
         tallies[i].protected_bytes += held["protected_bytes"]
@@ -295,7 +296,7 @@ def evaluate_many(
     per_layer = [plan.layer_codecs(model.config) for plan in plans]
     factors = [plan.key_factors(model.config) for plan in plans]
     heads = model.config.num_key_value_heads
-    labels = [(spec_for_heads(p.k, heads), spec_for_heads(p.v or p.k, heads)) for p in plans]
+    labels = [(codecs.for_heads(p.k, heads), codecs.for_heads(p.v or p.k, heads)) for p in plans]
 
     n_layers = model.config.num_hidden_layers
     tallies = [[LayerTally(compressed=codecs_i[i] is not None, whitened=factors[j][i] is not None) for i in range(n_layers)]

@@ -20,7 +20,7 @@ KVTC is calibrated once per model. For every compressed layer and stream (``k``:
   (``distortion="gaussian"``). The codec's dynamic programme reads ``D``, its quantiser ``Δ``.
 
 Rows come in the harness's layout: ``[T·heads, D]``, token-major with the heads interleaved (row
-``t·heads + h``; :mod:`kakeya_lib.llm.kvrows`). Keys are pre-RoPE already (the patched cache
+``t·heads + h``; :mod:`kakeya_lib.layout`). Keys are pre-RoPE already (the patched cache
 stores them so), which is what KVTC asks for ("RoPE removed").
 
 Files (no pickle): ``calib_dir()/NAME.npz`` (``np.savez``; read with ``allow_pickle=False``)

@@ -27,7 +27,6 @@ from . import calibrate as cb
 from . import corpora, kvtc_calib
 from . import qprecond as qpm
 from .calibrate import eligible
-from .kvrows import spec_for_heads
 from .models import family_of, full_attention_layers
 from .qprecond import check_codec
 
@@ -146,8 +145,8 @@ class KVPlan:
         heads = config.num_key_value_heads
 
         def pair(k: str, v: str | None, layer: int) -> tuple[codecs.Codec, codecs.Codec]:
-            return (codecs.get(spec_for_layer(spec_for_heads(k, heads), layer, "k")),
-                    codecs.get(spec_for_layer(spec_for_heads(v or k, heads), layer, "v")))
+            return (codecs.get(spec_for_layer(codecs.for_heads(k, heads), layer, "k")),
+                    codecs.get(spec_for_layer(codecs.for_heads(v or k, heads), layer, "v")))
 
         out: list[tuple[codecs.Codec, codecs.Codec] | None] = []
         for i, r in enumerate(roles):
