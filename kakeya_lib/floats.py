@@ -96,3 +96,49 @@ def from_bytes(buf: bytes | memoryview, fmt: str, count: int, xp: ModuleType, wh
     if not bool(xp.isfinite(out).all()):
         raise CorruptBlobError(f"{what}: stored values are not finite (corrupted bytes?)")
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# OCP FP8 E4M3 (bias 7, no infinities, max 448; NaN codes are never produced), nearest value with
+# ties to even: the fp8 codec's element format.
+
+
+def _e4m3_table() -> np.ndarray:
+    """Float32 value of each of the 256 E4M3 codes (NaN for the two NaN codes)."""
+    codes = np.arange(256)
+    sign = np.where(codes & 0x80, -1.0, 1.0)
+    exp = (codes >> 3) & 0xF
+    man = codes & 0x7
+    normal = (1 + man / 8.0) * 2.0 ** (exp - 7)
+    subnormal = (man / 8.0) * 2.0**-6
+    values = sign * np.where(exp == 0, subnormal, normal)
+    values[(codes & 0x7F) == 0x7F] = np.nan
+    return values.astype(np.float32)
+
+
+E4M3_VALUES = _e4m3_table()
+E4M3_MAX = 448.0
+_POS_CODES = np.arange(0, 0x7F)  # 0 .. 0x7E: all finite non-negative codes, ascending in value
+_POS_VALUES = E4M3_VALUES[_POS_CODES]
+
+
+def e4m3_encode(x: Any, xp: ModuleType) -> Any:
+    """Nearest E4M3 code (uint8) of each float32 in x (|x| <= 448), ties to the even code."""
+    if x.size and float(abs(x).max()) > E4M3_MAX:
+        raise InputError("value beyond the E4M3 range (448); scale before encoding")
+    mag = xp.abs(x)
+    values = xp.asarray(_POS_VALUES)
+    mids = (values[1:] + values[:-1]) * np.float32(0.5)
+    idx = xp.searchsorted(mids, mag, side="left")  # ties -> lower code
+    tie = (idx < values.size - 1) & (mag == mids[xp.minimum(idx, mids.size - 1)])
+    idx = xp.where(tie & (idx % 2 == 1), idx + 1, idx)  # ties to even mantissa
+    return (idx | xp.where(x < 0, 0x80, 0)).astype(xp.uint8)
+
+
+def e4m3_decode(codes: Any, xp: ModuleType) -> Any:
+    """Float32 values of E4M3 codes; NaN codes raise (they never come from :func:`e4m3_encode`)."""
+    table = xp.asarray(E4M3_VALUES)
+    out = table[codes.astype(xp.int64)]
+    if not bool(xp.isfinite(out).all()):
+        raise InputError("E4M3 NaN code in the data (corrupted bytes?)")
+    return out

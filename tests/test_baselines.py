@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kakeya_lib import codecs, container, synthetic
-from kakeya_lib.codecs._scalar import E4M3_VALUES, e4m3_encode
+from kakeya_lib.floats import E4M3_VALUES, e4m3_encode
 from kakeya_lib.errors import CorruptBlobError, InputError, SpecError
 
 from .conftest import to_np

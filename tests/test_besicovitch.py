@@ -14,7 +14,7 @@ from kakeya_lib import backend, codecs, container, synthetic
 from kakeya_lib.bitpack import pack_bits_reference
 from kakeya_lib.codecs.besicovitch import BesicovitchCodec
 from kakeya_lib.errors import CorruptBlobError, InputError, SpecError
-from kakeya_lib.stages import besi, lloyd_max
+from kakeya_lib.stages import besicovitch, lloyd_max
 
 from .conftest import to_np
 
@@ -36,7 +36,7 @@ def payload(blob: bytes) -> int:
 
 # -- direction codebook and assignment ---------------------------------------------------------
 def test_g2_codebook_is_the_half_circle_grid():
-    book = besi.direction_codebook(2, 4)
+    book = besicovitch.direction_codebook(2, 4)
     theta = np.pi * np.arange(16) / 16
     np.testing.assert_allclose(book, np.stack([np.cos(theta), np.sin(theta)], 1), atol=1e-7)
     assert not book.flags.writeable
@@ -45,11 +45,11 @@ def test_g2_codebook_is_the_half_circle_grid():
 @pytest.mark.parametrize("g", [3, 4, 5, 6, 7, 8])
 @pytest.mark.parametrize("dir_bits", [1, 4, 8])
 def test_higher_g_codebooks_are_unit_with_non_negative_leading_coordinate(g, dir_bits):
-    book = besi.direction_codebook(g, dir_bits)
+    book = besicovitch.direction_codebook(g, dir_bits)
     assert book.shape == (1 << dir_bits, g)
     np.testing.assert_allclose(np.linalg.norm(book, axis=1), 1.0, atol=1e-6)
     assert (book[:, 0] >= 0).all()
-    np.testing.assert_array_equal(book, besi.direction_codebook(g, dir_bits))  # deterministic
+    np.testing.assert_array_equal(book, besicovitch.direction_codebook(g, dir_bits))  # deterministic
 
 
 def test_g3_codebook_follows_the_seeds_fibonacci_formula():
@@ -59,19 +59,19 @@ def test_g3_codebook_follows_the_seeds_fibonacci_formula():
     r = np.sqrt(1 - z * z)
     a = 2 * np.pi * i / ((1 + np.sqrt(5)) / 2)
     expected = np.stack([np.abs(z), r * np.cos(a), r * np.sin(a)], 1)
-    np.testing.assert_allclose(besi.direction_codebook(3, 3), expected, atol=1e-6)
+    np.testing.assert_allclose(besicovitch.direction_codebook(3, 3), expected, atol=1e-6)
 
 
 def test_assign_returns_the_signed_projection_on_the_nearest_line(xp):
     z = xp.asarray(np.array([[3.0, 0.0, -2.5, 0.0, 0.0, 0.0, 0.0, 2.0]], dtype=np.float32))
-    ids, alpha = besi.assign(z, 2, 4, xp)
+    ids, alpha = besicovitch.assign(z, 2, 4, xp)
     # (3,0) -> id 0, α 3; (-2.5,0) -> id 0, α -2.5; an all-zero group -> id 0, α 0; (0,2) -> θ = π/2
     np.testing.assert_array_equal(to_np(ids), [[0, 0, 0, 8]])
     np.testing.assert_allclose(to_np(alpha), [[3.0, -2.5, 0.0, 2.0]], atol=1e-6)
 
 
 def test_codebook_aligned_data_is_lossless_in_f16_mode(xp):
-    book = besi.direction_codebook(3, 5)
+    book = besicovitch.direction_codebook(3, 5)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 32, size=(64, 8))
     alpha = rng.uniform(-4, 4, size=(64, 8)).astype(np.float16).astype(np.float32)
@@ -167,7 +167,7 @@ def test_worked_example_ledger_and_the_seeds_analytical_bits():
     assert ledger["codes"] == 1024 * (24 + 32) and ledger["norms"] == 1024 * 2 and ledger["skeleton"] == 256
     cfg = codec.params.config()
     assert cfg.analytical_bits(128) == 64 * 3 + 64 * 4 + 16
-    assert besi.BesiConfig(dir_bits=6, mag_mode="f16").analytical_bits(128) == 64 * 6 + 64 * 16
+    assert besicovitch.BesiConfig(dir_bits=6, mag_mode="f16").analytical_bits(128) == 64 * 6 + 64 * 16
 
 
 def test_rows_are_padded_to_whole_bytes_as_the_seed_counts_per_vector():
@@ -202,24 +202,24 @@ def test_renormalises_per_vector_only_in_quant_mode():
 @pytest.mark.parametrize("mag,reachable,top", [(4, 8, 0.9422), (3, 4, 0.756268)])
 def test_legacy_table_reaches_only_inner_levels_and_shrinks_the_largest_group(mag, reachable, top, xp):
     x = xp.asarray(synthetic.gaussian(2048, 128, seed=10))
-    cfg = besi.BesiConfig(g=2, dir_bits=5, mag_mode="quant", mag_bits=mag, legacy_mag=True)
-    codes = besi.encode_groups(x, cfg, xp)
+    cfg = besicovitch.BesiConfig(g=2, dir_bits=5, mag_mode="quant", mag_bits=mag, legacy_mag=True)
+    codes = besicovitch.encode_groups(x, cfg, xp)
     mags, scales = to_np(codes.mags), to_np(codes.scales)
     assert len(np.unique(mags)) == reachable  # of 2**mag
-    alpha_hat = to_np(besi.dequantize_magnitudes(codes.mags, codes.scales, cfg, xp))
+    alpha_hat = to_np(besicovitch.dequantize_magnitudes(codes.mags, codes.scales, cfg, xp))
     peak = np.abs(alpha_hat).max(axis=1)
     np.testing.assert_allclose(peak, np.float32(top) * scales, rtol=1e-6)
-    fixed = besi.BesiConfig(g=2, dir_bits=5, mag_mode="quant", mag_bits=mag)
-    fcodes = besi.encode_groups(x, fixed, xp)
+    fixed = besicovitch.BesiConfig(g=2, dir_bits=5, mag_mode="quant", mag_bits=mag)
+    fcodes = besicovitch.encode_groups(x, fixed, xp)
     assert len(np.unique(to_np(fcodes.mags))) == 1 << mag  # every level used
-    fpeak = np.abs(to_np(besi.dequantize_magnitudes(fcodes.mags, fcodes.scales, fixed, xp))).max(axis=1)
+    fpeak = np.abs(to_np(besicovitch.dequantize_magnitudes(fcodes.mags, fcodes.scales, fixed, xp))).max(axis=1)
     np.testing.assert_allclose(fpeak, to_np(fcodes.scales), rtol=1e-6)  # the largest group is kept
 
 
 def test_legacy_scale_is_the_f16_max_magnitude_and_fixed_variant_beats_it():
     x = synthetic.gaussian(4096, 128, seed=11)
-    _, alpha = besi.assign(x, 2, 3, np)
-    codes = besi.encode_groups(x, besi.BesiConfig(dir_bits=3, legacy_mag=True), np)
+    _, alpha = besicovitch.assign(x, 2, 3, np)
+    codes = besicovitch.encode_groups(x, besicovitch.BesiConfig(dir_bits=3, legacy_mag=True), np)
     np.testing.assert_array_equal(codes.scales, np.abs(alpha).max(1).astype(np.float16).astype(np.float32))
     legacy = rel_mse(x, roundtrip("besicovitch:dir=3,mag=4,legacy_mag=1", x)[2])
     fixed = rel_mse(x, roundtrip("besicovitch:dir=3,mag=4", x)[2])
@@ -230,30 +230,30 @@ def test_legacy_scale_is_the_f16_max_magnitude_and_fixed_variant_beats_it():
 
 
 def test_magnitude_tables():
-    np.testing.assert_allclose(besi.range_levels(2), [-1, -1 / 3, 1 / 3, 1], atol=1e-7)
-    q = besi.quantile_levels(4)
+    np.testing.assert_allclose(besicovitch.range_levels(2), [-1, -1 / 3, 1 / 3, 1], atol=1e-7)
+    q = besicovitch.quantile_levels(4)
     assert q[-1] == pytest.approx(1.8627, abs=1e-3) and np.allclose(q, -q[::-1])  # the seed's ±1.86
-    cfg = besi.BesiConfig(mag_mode="riemann", mag_bits=3, centroids="lloyd")
+    cfg = besicovitch.BesiConfig(mag_mode="riemann", mag_bits=3, centroids="lloyd")
     np.testing.assert_array_equal(cfg.levels(), lloyd_max.gaussian_codebook(3))
     table = (-2.27579, -1.5918, -0.98932, -0.42174, 0.42171, 0.99242, 1.59454, 2.27182)  # riemann_m3_d4
-    np.testing.assert_allclose(besi.BesiConfig(mag_mode="riemann", mag_bits=3, centroids=table).levels(), table)
-    np.testing.assert_array_equal(besi.BesiConfig(legacy_mag=True).levels(), lloyd_max.seed_table(4))
+    np.testing.assert_allclose(besicovitch.BesiConfig(mag_mode="riemann", mag_bits=3, centroids=table).levels(), table)
+    np.testing.assert_array_equal(besicovitch.BesiConfig(legacy_mag=True).levels(), lloyd_max.seed_table(4))
 
 
 def test_riemann_stage_uses_the_given_fixed_scales(xp):
     x = xp.asarray(synthetic.gaussian(512, 16, seed=12))
-    cfg = besi.BesiConfig(g=2, dir_bits=6, mag_mode="riemann", mag_bits=4)
-    s = besi.group_scales(x, 2, "pct99", xp, dir_bits=6)
-    _, alpha = besi.assign(x, 2, 6, xp)
+    cfg = besicovitch.BesiConfig(g=2, dir_bits=6, mag_mode="riemann", mag_bits=4)
+    s = besicovitch.group_scales(x, 2, "pct99", xp, dir_bits=6)
+    _, alpha = besicovitch.assign(x, 2, 6, xp)
     expected = np.percentile(np.abs(to_np(alpha)), 99, axis=0) / 2.7
     np.testing.assert_allclose(to_np(s), expected, rtol=1e-5)
-    codes = besi.encode_groups(x, cfg, xp, group_scales=s)
-    alpha_hat = to_np(besi.dequantize_magnitudes(codes.mags, None, cfg, xp, group_scales=s))
-    np.testing.assert_allclose(alpha_hat, besi.quantile_levels(4)[to_np(codes.mags)] * to_np(s)[None, :], rtol=1e-6)
+    codes = besicovitch.encode_groups(x, cfg, xp, group_scales=s)
+    alpha_hat = to_np(besicovitch.dequantize_magnitudes(codes.mags, None, cfg, xp, group_scales=s))
+    np.testing.assert_allclose(alpha_hat, besicovitch.quantile_levels(4)[to_np(codes.mags)] * to_np(s)[None, :], rtol=1e-6)
     with pytest.raises(InputError, match="group_scales"):
-        besi.encode_groups(x, cfg, xp)
-    for method in besi.SCALE_METHODS:
-        assert to_np(besi.group_scales(x, 2, method, xp)).shape == (8,)
+        besicovitch.encode_groups(x, cfg, xp)
+    for method in besicovitch.SCALE_METHODS:
+        assert to_np(besicovitch.group_scales(x, 2, method, xp)).shape == (8,)
 
 
 # -- the per-vector serialisation the kakeya codec reuses ----------------------------------------
@@ -262,33 +262,33 @@ def test_riemann_stage_uses_the_given_fixed_scales(xp):
 def test_per_vector_records_round_trip_exactly(dir_bits, mode, mag, xp):
     w = 30  # G = 15 at g=2: no field ends on a byte boundary
     x = xp.asarray(synthetic.gaussian(50, w, seed=13))
-    cfg = besi.BesiConfig(g=2, dir_bits=dir_bits, mag_mode=mode, mag_bits=mag)
+    cfg = besicovitch.BesiConfig(g=2, dir_bits=dir_bits, mag_mode=mode, mag_bits=mag)
     s = xp.ones(15, dtype=xp.float32) if mode == "riemann" else None
-    codes = besi.encode_groups(x, cfg, xp, group_scales=s)
-    raw = besi.codes_to_bytes(codes, cfg, xp)
+    codes = besicovitch.encode_groups(x, cfg, xp, group_scales=s)
+    raw = besicovitch.codes_to_bytes(codes, cfg, xp)
     assert len(raw) == 50 * cfg.vector_nbytes(w)
-    back = besi.codes_from_bytes(raw, 50, w, cfg, xp)
+    back = besicovitch.codes_from_bytes(raw, 50, w, cfg, xp)
     np.testing.assert_array_equal(to_np(back.dir_ids), to_np(codes.dir_ids))
     np.testing.assert_array_equal(to_np(back.mags), to_np(codes.mags))
     if mode == "quant":
         np.testing.assert_array_equal(to_np(back.scales), to_np(codes.scales))
-    np.testing.assert_array_equal(to_np(besi.decode_groups(back, cfg, xp, s)), to_np(besi.decode_groups(codes, cfg, xp, s)))
+    np.testing.assert_array_equal(to_np(besicovitch.decode_groups(back, cfg, xp, s)), to_np(besicovitch.decode_groups(codes, cfg, xp, s)))
     with pytest.raises(CorruptBlobError):
-        besi.codes_from_bytes(raw[:-1], 50, w, cfg, xp)
+        besicovitch.codes_from_bytes(raw[:-1], 50, w, cfg, xp)
 
 
 def test_pack_rows_is_pack_bits_of_each_row():
     rng = np.random.default_rng(14)
     for bits, count in [(3, 5), (5, 7), (8, 3), (2, 4)]:
         v = rng.integers(0, 1 << bits, size=(9, count))
-        packed = besi.pack_rows(v, bits, np)
+        packed = besicovitch.pack_rows(v, bits, np)
         for r in range(9):
             assert bytes(packed[r]) == pack_bits_reference([int(a) for a in v[r]], bits)
-        np.testing.assert_array_equal(besi.unpack_rows(packed, bits, count, np), v)
-    bad = besi.pack_rows(np.zeros((2, 5), dtype=np.int64), 3, np)
+        np.testing.assert_array_equal(besicovitch.unpack_rows(packed, bits, count, np), v)
+    bad = besicovitch.pack_rows(np.zeros((2, 5), dtype=np.int64), 3, np)
     bad[0, 1] = 0x80  # bit 15 of a 15-bit row is padding
     with pytest.raises(CorruptBlobError, match="padding"):
-        besi.unpack_rows(bad, 3, 5, np)
+        besicovitch.unpack_rows(bad, 3, 5, np)
 
 
 # -- corrupted bytes ---------------------------------------------------------------------------
@@ -379,11 +379,11 @@ def test_bad_specs_raise_spec_errors(spec, match):
 
 def test_stage_config_validation_names_the_problem():
     with pytest.raises(ValueError, match="magnitude mode"):
-        besi.BesiConfig(mag_mode="int")
+        besicovitch.BesiConfig(mag_mode="int")
     with pytest.raises(ValueError, match="riemann centroid table"):
-        besi.BesiConfig(mag_mode="riemann", mag_bits=2, centroids=(1.0, 0.0, 2.0, 3.0))
+        besicovitch.BesiConfig(mag_mode="riemann", mag_bits=2, centroids=(1.0, 0.0, 2.0, 3.0))
     with pytest.raises(InputError, match="divide"):
-        besi.BesiConfig(g=3).groups(128)
+        besicovitch.BesiConfig(g=3).groups(128)
 
 
 def test_bad_input_is_rejected():
@@ -425,10 +425,10 @@ def test_stage_parity(_gpu, monkeypatch):
     cp = backend.cupy_or_raise()
     x = synthetic.gaussian(512, 64, seed=1)
     for g in (2, 4):
-        ids_c, a_c = besi.assign(x, g, 6, np)
-        ids_g, a_g = besi.assign(cp.asarray(x), g, 6, cp)
+        ids_c, a_c = besicovitch.assign(x, g, 6, np)
+        ids_g, a_g = besicovitch.assign(cp.asarray(x), g, 6, cp)
         assert (ids_g.get() == ids_c).mean() > 0.999  # float ties may differ in the last bit
         np.testing.assert_allclose(a_g.get(), a_c, atol=1e-4)
     v = np.random.default_rng(0).integers(0, 8, size=(33, 5))
-    np.testing.assert_array_equal(besi.pack_rows(cp.asarray(v), 3, cp).get(), besi.pack_rows(v, 3, np))
-    np.testing.assert_array_equal(besi.unpack_rows(besi.pack_rows(cp.asarray(v), 3, cp), 3, 5, cp).get(), v)
+    np.testing.assert_array_equal(besicovitch.pack_rows(cp.asarray(v), 3, cp).get(), besicovitch.pack_rows(v, 3, np))
+    np.testing.assert_array_equal(besicovitch.unpack_rows(besicovitch.pack_rows(cp.asarray(v), 3, cp), 3, 5, cp).get(), v)

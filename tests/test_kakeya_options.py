@@ -174,12 +174,12 @@ def test_quantised_scalar_corruption_is_rejected():
 
 # -- K-residual Besicovitch ---------------------------------------------------------------------
 def test_residual_besicovitch_replaces_lloyd_max_and_counts_its_records():
-    from kakeya_lib.stages import besi
+    from kakeya_lib.stages import besicovitch
 
     n, d = 1024, 64
     x = synthetic.kv_like(n, d, seed=47)
     codec, blob, y = roundtrip("kakeya:pca=none,k=0,block=1024,rbesi_dir=3,rbesi_mag=4", x)
-    cfg = besi.BesiConfig(g=2, dir_bits=3, mag_mode="quant", mag_bits=4)
+    cfg = besicovitch.BesiConfig(g=2, dir_bits=3, mag_mode="quant", mag_bits=4)
     assert codec.ledger(blob)["codes"] == n * cfg.vector_nbytes(64)  # 24 + 32 + 2 bytes per row
     assert rel_mse(x, y) < 0.05
     _, _, y_legacy = roundtrip("kakeya:pca=none,k=0,block=1024,rbesi_dir=3,rbesi_mag=4,legacy_rbesi_mag=1", x)

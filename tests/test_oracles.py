@@ -8,7 +8,7 @@ import pytest
 
 from kakeya_lib import synthetic
 from kakeya_lib.experiments import oracles
-from kakeya_lib.stages import besi, wht
+from kakeya_lib.stages import besicovitch, wht
 
 
 def test_rotating_the_groups_does_not_change_the_g2_mse_on_isotropic_data():
@@ -17,7 +17,7 @@ def test_rotating_the_groups_does_not_change_the_g2_mse_on_isotropic_data():
     assert row["ratio_min"] > 0.98 and row["ratio_max"] < 1.02
     assert row["mse_original"] > 0 and row["dir_bits"] == 3 and row["mag_bits"] == 4
     f16 = oracles.rotation_invariance(n=1024, width=64, trials=2, seed=1,
-                                      config=besi.BesiConfig(g=2, dir_bits=4, mag_mode="f16"))
+                                      config=besicovitch.BesiConfig(g=2, dir_bits=4, mag_mode="f16"))
     assert f16["ratio"] == pytest.approx(1.0, abs=0.02)
 
 
@@ -36,7 +36,7 @@ def test_rotate_pairs_is_a_rotation():
     np.testing.assert_allclose(y[:, 2], -x[:, 3], atol=1e-6)  # +90°: (a, b) -> (-b, a)
     np.testing.assert_allclose(y[:, 4:6], -x[:, 4:6], atol=1e-6)
     with pytest.raises(ValueError, match="g=2"):
-        oracles.rotation_invariance(n=16, width=12, config=besi.BesiConfig(g=3))
+        oracles.rotation_invariance(n=16, width=12, config=besicovitch.BesiConfig(g=3))
 
 
 def test_anisotropy_is_near_one_for_isotropic_and_large_for_stretched_pairs():
@@ -78,7 +78,7 @@ def test_oracle_scales_are_no_worse_than_a_calibration_sample():
     assert drifted["mse_oracle"] < drifted["mse_real"]
     assert drifted["ratio"] > 3  # observed 8.7: halved scales clip everything above 0.93·s
     lloyd = oracles.riemann_oracle_gap(x, 0.8 * synthetic.gaussian(4096, 128, seed=2),
-                                       config=besi.BesiConfig(mag_mode="riemann", dir_bits=6, centroids="lloyd"))
+                                       config=besicovitch.BesiConfig(mag_mode="riemann", dir_bits=6, centroids="lloyd"))
     assert lloyd["mse_oracle"] < lloyd["mse_real"]  # observed ratio 1.51
 
 
@@ -88,6 +88,6 @@ def test_oracle_gap_with_mean_subtraction_and_input_checks():
     row = oracles.riemann_oracle_gap(x, calib, subtract_mean=True)
     assert row["rel_mse_oracle"] < 0.2 and np.isfinite(row["ratio"])
     with pytest.raises(ValueError, match="riemann"):
-        oracles.riemann_oracle_gap(x, calib, config=besi.BesiConfig())
+        oracles.riemann_oracle_gap(x, calib, config=besicovitch.BesiConfig())
     with pytest.raises(ValueError, match="width"):
         oracles.riemann_oracle_gap(x, calib[:, :32])

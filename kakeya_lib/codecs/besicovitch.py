@@ -1,5 +1,5 @@
 """``besicovitch``: the Besicovitch-product codec (spec §2; stage functions in
-:mod:`kakeya_lib.stages.besi`).
+:mod:`kakeya_lib.stages.besicovitch`).
 
 Per block of ``block`` rows (the last block may be shorter; it is encoded too, as the seed's
 besicovitch-bench did): optional f16 block mean subtracted (``mean=1``, the harness default),
@@ -11,7 +11,7 @@ then every row is cut into ``G = D/g`` groups, each coded as a direction id from
   ``legacy_mag=1`` is the seed's N(0,1) Lloyd–Max table, of which only the inner half is
   reachable (``|α/s| <= 1``: mag 4 uses 8 of 16 levels and decodes the largest group to
   0.9422·s); the default is a uniform table on [-1, 1] with its end points
-  (:func:`~kakeya_lib.stages.besi.range_levels`), which uses every level and keeps the largest
+  (:func:`~kakeya_lib.stages.besicovitch.range_levels`), which uses every level and keeps the largest
   group. Either way the code renormalises every vector by its largest group, which is why it
   breaks under query whitening (spec §2.3/§3.3: one whitened outlier group sets ``s`` and crushes
   the others, +700 % Δppl); :attr:`BesicovitchCodec.renormalises_per_vector` says so to harnesses.
@@ -52,7 +52,7 @@ from .. import floats
 from ..backend import to_host
 from ..container import Container
 from ..errors import CorruptBlobError
-from ..stages import besi
+from ..stages import besicovitch
 from .base import Codec
 
 MAX_DIR_BITS = 8  # ids are serialised in at most a byte each (the seed's limit)
@@ -72,15 +72,15 @@ class BesicovitchParams:
 
     def __post_init__(self) -> None:
         checks = [
-            (besi.MIN_GROUP <= self.g <= besi.MAX_GROUP, f"g must be in {besi.MIN_GROUP}..{besi.MAX_GROUP}, got {self.g}"),
+            (besicovitch.MIN_GROUP <= self.g <= besicovitch.MAX_GROUP, f"g must be in {besicovitch.MIN_GROUP}..{besicovitch.MAX_GROUP}, got {self.g}"),
             (1 <= self.dir <= MAX_DIR_BITS, f"dir must be in 1..{MAX_DIR_BITS} (ids are stored in a byte), got {self.dir}"),
-            (1 <= self.mag <= besi.MAX_MAG_BITS, f"mag must be in 1..{besi.MAX_MAG_BITS}, got {self.mag}"),
+            (1 <= self.mag <= besicovitch.MAX_MAG_BITS, f"mag must be in 1..{besicovitch.MAX_MAG_BITS}, got {self.mag}"),
             (self.block >= 1, f"block must be >= 1, got {self.block}"),
             (self.mode != "f16" or self.mag == 4, "mag is not used with mode=f16 (magnitudes are f16); drop it"),
             (not self.legacy_mag or self.mode == "quant", "legacy_mag applies to mode=quant only"),
             (self.mode != "quant" or self.legacy_mag or self.mag >= 2,
              "mode=quant with mag=1 is sign only with the range table; use mag >= 2 (or legacy_mag=1)"),
-            (not self.legacy_mag or self.mag <= besi.LEGACY_MAX_MAG_BITS,
+            (not self.legacy_mag or self.mag <= besicovitch.LEGACY_MAX_MAG_BITS,
              "legacy_mag needs mag <= 4: the seed's N(0,1) table exists for 1..4 bits only"),
             (self.mode == "riemann" or (self.scale == "pct99" and self.cb == "quantile"),
              "scale and cb apply to mode=riemann only"),
@@ -89,8 +89,8 @@ class BesicovitchParams:
             if not ok:
                 raise ValueError(message)
 
-    def config(self) -> besi.BesiConfig:
-        return besi.BesiConfig(g=self.g, dir_bits=self.dir, mag_mode=self.mode, mag_bits=self.mag,
+    def config(self) -> besicovitch.BesiConfig:
+        return besicovitch.BesiConfig(g=self.g, dir_bits=self.dir, mag_mode=self.mode, mag_bits=self.mag,
                                legacy_mag=self.legacy_mag, centroids=self.cb)
 
 
@@ -123,19 +123,19 @@ class BesicovitchCodec(Codec):
             means = floats.round_to(means, "f16", xp, "block means")
             z = z - means[rows_block]
             sections.append(("skeleton", floats.to_bytes(means, "f16", xp, "block means")))
-        ids, alpha = besi.assign(z, p.g, p.dir, xp)
+        ids, alpha = besicovitch.assign(z, p.g, p.dir, xp)
         row_scales = None
         if p.mode == "riemann":
-            scales = xp.stack([besi.group_scales(z[lo:hi], p.g, p.scale, xp, alpha=alpha[lo:hi]) for lo, hi in blocks])
+            scales = xp.stack([besicovitch.group_scales(z[lo:hi], p.g, p.scale, xp, alpha=alpha[lo:hi]) for lo, hi in blocks])
             scales = floats.round_to(scales, "f16", xp, "per-group Besicovitch scales")
             row_scales = scales[rows_block]
             sections.append(("scales", floats.to_bytes(scales, "f16", xp, "per-group scales")))
-        mags, vec_scales = besi.quantize_magnitudes(alpha, cfg, xp, row_scales)
-        codes = to_host(besi.pack_rows(ids, p.dir, xp)).tobytes()
+        mags, vec_scales = besicovitch.quantize_magnitudes(alpha, cfg, xp, row_scales)
+        codes = to_host(besicovitch.pack_rows(ids, p.dir, xp)).tobytes()
         if p.mode == "f16":
             sections += [("codes", codes), ("norms", floats.to_bytes(mags, "f16", xp, "magnitudes"))]
         else:
-            codes += to_host(besi.pack_rows(mags, p.mag, xp)).tobytes()
+            codes += to_host(besicovitch.pack_rows(mags, p.mag, xp)).tobytes()
             sections.append(("codes", codes))
             if p.mode == "quant":
                 sections.append(("norms", floats.to_bytes(vec_scales, "f16", xp, "per-vector scales")))
@@ -178,7 +178,7 @@ class BesicovitchCodec(Codec):
         nd = cfg.dir_nbytes(d)
         # every dir-bit value is a valid id (the codebook has exactly 2**dir lines), likewise for
         # magnitude indices; unpack_rows still rejects non-zero padding bits
-        ids = besi.unpack_rows(xp.asarray(raw[: n * nd].reshape(n, nd)), p.dir, groups, xp)
+        ids = besicovitch.unpack_rows(xp.asarray(raw[: n * nd].reshape(n, nd)), p.dir, groups, xp)
         row_scales = None
         if p.mode == "riemann":
             scales = floats.from_bytes(box.section("scales"), "f16", len(blocks) * groups, xp, "per-group scales")
@@ -190,13 +190,13 @@ class BesicovitchCodec(Codec):
             vec_scales = None
         else:
             nm = -(-groups * p.mag // 8)
-            mags = besi.unpack_rows(xp.asarray(raw[n * nd :].reshape(n, nm)), p.mag, groups, xp)
+            mags = besicovitch.unpack_rows(xp.asarray(raw[n * nd :].reshape(n, nm)), p.mag, groups, xp)
             vec_scales = None
             if p.mode == "quant":
                 vec_scales = floats.from_bytes(box.section("norms"), "f16", n, xp, "per-vector scales")
                 if bool((vec_scales < 0).any()):
                     raise CorruptBlobError("a per-vector Besicovitch scale is negative (corrupted bytes?)")
-        out = besi.decode_groups(besi.GroupCodes(ids, mags, vec_scales), cfg, xp, row_scales)
+        out = besicovitch.decode_groups(besicovitch.GroupCodes(ids, mags, vec_scales), cfg, xp, row_scales)
         if p.mean:
             means = floats.from_bytes(box.section("skeleton"), "f16", len(blocks) * d, xp, "block means")
             out = out + means.reshape(len(blocks), d)[rows_block]

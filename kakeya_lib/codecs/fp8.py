@@ -18,8 +18,8 @@ import numpy as np
 from .. import floats
 from ..container import Container
 from ..errors import CorruptBlobError, InputError
+from ..floats import E4M3_MAX, e4m3_decode, e4m3_encode
 from ..layout import token_head_view
-from ._scalar import E4M3_MAX, e4m3_decode, e4m3_encode
 from .base import Codec, as_host_bytes
 
 

@@ -26,8 +26,8 @@ from typing import Any, Literal
 from ..container import Container
 from ..stages import wht
 from ._entropy import check_entropy
-from ._scalar import decode_lines, encode_lines
 from .base import Codec
+from .group_affine import decode_lines, encode_lines
 from .kakeya import SEED_ROTATION
 
 

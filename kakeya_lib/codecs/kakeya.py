@@ -27,7 +27,7 @@ Seed bugs, reproducible behind named flags (all off by default; spec §1.9, §10
 * ``legacy_rsvd_no_reorth`` / ``legacy_rsvd_sketch_vr``: see :mod:`kakeya_lib.stages.rsvd`.
 
 K-residual Besicovitch (spec §2.6, ``rbesi_dir > 0``): the unit-scaled rotated residual ``z`` is
-coded by the Besicovitch group codec (:mod:`~kakeya_lib.stages.besi`: ``rbesi_g``-groups,
+coded by the Besicovitch group codec (:mod:`~kakeya_lib.stages.besicovitch`: ``rbesi_g``-groups,
 ``2**rbesi_dir`` directions, ``rbesi_mag``-bit magnitudes, ``rbesi_mode`` f16 | quant) instead of
 Lloyd–Max; its per-row records go to ``codes`` and outliers are off, as in the seed.
 
@@ -56,7 +56,7 @@ from ..bitpack import bits_for, pack_bits, pack_bits_wide, packed_nbytes, packed
 from ..container import Container
 from ..errors import CorruptBlobError, InputError
 from ..paths import CACHE_DIR
-from ..stages import besi, kmeans, lloyd_max, outliers, pca, rsvd, scalarq, uniform, wht
+from ..stages import besicovitch, kmeans, lloyd_max, outliers, pca, rsvd, scalarq, uniform, wht
 from ..timing import STAGES
 from .base import Codec, as_host_bytes
 
@@ -185,9 +185,9 @@ class KakeyaCodec(Codec):
             return lloyd_max.gaussian_codebook(p.bits)
         return lloyd_max.load_codebook(resolve_codebook_path(p.codebook), p.bits)
 
-    def _besi(self) -> besi.BesiConfig:
+    def _besi(self) -> besicovitch.BesiConfig:
         p = self.params
-        return besi.BesiConfig(g=p.rbesi_g, dir_bits=p.rbesi_dir, mag_mode=p.rbesi_mode, mag_bits=p.rbesi_mag,
+        return besicovitch.BesiConfig(g=p.rbesi_g, dir_bits=p.rbesi_dir, mag_mode=p.rbesi_mode, mag_bits=p.rbesi_mag,
                                legacy_mag=p.legacy_rbesi_mag)
 
     def _quantize(self, z: Any, levels: Any, xp: ModuleType) -> Any:
@@ -334,7 +334,7 @@ class KakeyaCodec(Codec):
             if p.rbesi_dir:
                 if w % p.rbesi_g:
                     raise InputError(f"rbesi_g={p.rbesi_g} does not divide the residual width {w}")
-                idx = besi.encode_groups(z, self._besi(), xp)  # GroupCodes, serialised below
+                idx = besicovitch.encode_groups(z, self._besi(), xp)  # GroupCodes, serialised below
             else:
                 idx = self._quantize(z, levels, xp)
             if p.outlier is not None:
@@ -358,7 +358,7 @@ class KakeyaCodec(Codec):
                 out["codes"].append(seg_bytes)
                 queue.append(to_host(idx).reshape(rows, -1) if p.entropy == 2 else to_host(idx).reshape(-1))
             elif p.rbesi_dir:
-                out["codes"].append(seg_bytes + besi.codes_to_bytes(idx, self._besi(), xp))
+                out["codes"].append(seg_bytes + besicovitch.codes_to_bytes(idx, self._besi(), xp))
             else:
                 out["codes"].append(seg_bytes + as_host_bytes(pack_bits(idx.reshape(-1), p.bits)))
             if p.scalar_bits:
@@ -493,7 +493,7 @@ class KakeyaCodec(Codec):
             else:
                 seg = xp.zeros(rows, dtype=xp.int64)
             if p.rbesi_dir:
-                codes = besi.codes_from_bytes(take("codes", size["idx"]), rows, w, self._besi(), xp)
+                codes = besicovitch.codes_from_bytes(take("codes", size["idx"]), rows, w, self._besi(), xp)
                 idx = None
             elif entropy_idx is None:
                 idx_packed = xp.asarray(np.frombuffer(take("codes", size["idx"]), dtype=np.uint8))
@@ -504,7 +504,7 @@ class KakeyaCodec(Codec):
                 raise CorruptBlobError("a quantiser index exceeds the codebook")
             t, norm_field = self._read_scalars(take("norms", size["norms"]), rows, info.k_eff > 0, xp)
         with STAGES.stage("decode/dequantize", xp):
-            zhat = besi.decode_groups(codes, self._besi(), xp) if p.rbesi_dir else levels[idx]
+            zhat = besicovitch.decode_groups(codes, self._besi(), xp) if p.rbesi_dir else levels[idx]
             if info.n_outliers:
                 pos_buf = take("outliers", size["out_pos"])
                 pos = unpack_bits_wide(xp.asarray(np.frombuffer(pos_buf, dtype=np.uint8)), max(1, bits_for(rows * w)),

@@ -25,8 +25,8 @@ from ..container import Container
 from ..errors import CorruptBlobError
 from ..layout import token_head_view
 from ._entropy import check_entropy
-from ._scalar import decode_lines, encode_lines
 from .base import Codec
+from .group_affine import decode_lines, encode_lines
 
 
 @dataclass(frozen=True)

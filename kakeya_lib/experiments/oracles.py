@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import floats
 from ..backend import host_rng, to_host
-from ..stages import besi
+from ..stages import besicovitch
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
@@ -35,8 +35,8 @@ def _rel(x: np.ndarray, y: np.ndarray) -> float:
     return float(((x64 - y) ** 2).sum() / max((x64 * x64).sum(), 1e-300))
 
 
-def _roundtrip(x: np.ndarray, cfg: besi.BesiConfig, group_scales: Any | None = None) -> np.ndarray:
-    return besi.decode_groups(besi.encode_groups(x, cfg, np, group_scales), cfg, np, group_scales)
+def _roundtrip(x: np.ndarray, cfg: besicovitch.BesiConfig, group_scales: Any | None = None) -> np.ndarray:
+    return besicovitch.decode_groups(besicovitch.encode_groups(x, cfg, np, group_scales), cfg, np, group_scales)
 
 
 def rotate_pairs(x: np.ndarray, angles: np.ndarray) -> np.ndarray:
@@ -56,7 +56,7 @@ def stretched_pairs(n: int, width: int, anisotropy: float, seed: int = 0) -> np.
 
 
 def rotation_invariance(x: Any | None = None, *, n: int = 4096, width: int = 128, anisotropy: float = 1.0,
-                        config: besi.BesiConfig | None = None, trials: int = 8, seed: int = 0) -> dict[str, Any]:
+                        config: besicovitch.BesiConfig | None = None, trials: int = 8, seed: int = 0) -> dict[str, Any]:
     """MSE of g=2 Besicovitch on rows x vs on x with every 2-D group rotated by a random angle.
 
     Seed's claim (``v1_4_perron_tree_analysis``, spec §2.2 / §8.4): with the half-circle Haar
@@ -70,14 +70,14 @@ def rotation_invariance(x: Any | None = None, *, n: int = 4096, width: int = 128
     ``x`` defaults to :func:`stretched_pairs` (``n``, ``width``, ``anisotropy``, ``seed``);
     ``config`` defaults to g=2, dir 3, quant mag 4 (M = 8, m = 4 as the seed), our fixed table.
     """
-    cfg = config or besi.BesiConfig(g=2, dir_bits=3, mag_mode="quant", mag_bits=4)
+    cfg = config or besicovitch.BesiConfig(g=2, dir_bits=3, mag_mode="quant", mag_bits=4)
     if cfg.g != 2:
         raise ValueError(f"rotation invariance is a property of the g=2 grid, got g={cfg.g}")
     if cfg.mag_mode == "riemann":
         raise ValueError("use mag_mode f16 or quant here (riemann needs calibrated scales)")
     generated = x is None
     x = stretched_pairs(n, width, anisotropy, seed) if generated else to_host(x).astype(np.float32)
-    groups = besi.n_groups(int(x.shape[1]), 2)
+    groups = besicovitch.n_groups(int(x.shape[1]), 2)
     base = _mse(x, _roundtrip(x, cfg))
     rotated = []
     for t in range(trials):
@@ -136,7 +136,7 @@ def group_anisotropy(x: Any, center: bool = True) -> dict[str, Any]:
     return row
 
 
-def riemann_oracle_gap(x: Any, calib: Any, *, config: besi.BesiConfig | None = None, scale: str = "pct99",
+def riemann_oracle_gap(x: Any, calib: Any, *, config: besicovitch.BesiConfig | None = None, scale: str = "pct99",
                        subtract_mean: bool = False) -> dict[str, Any]:
     """Fixed-scale ("Riemannian") Besicovitch MSE with per-group scales from x itself vs from ``calib``.
 
@@ -154,7 +154,7 @@ def riemann_oracle_gap(x: Any, calib: Any, *, config: besi.BesiConfig | None = N
     rule is near-optimal. ``subtract_mean`` removes each matrix's own f16 mean first (the codec's
     ``mean=1``, which is stored, not calibrated).
     """
-    cfg = config or besi.BesiConfig(g=2, dir_bits=6, mag_mode="riemann", mag_bits=4)
+    cfg = config or besicovitch.BesiConfig(g=2, dir_bits=6, mag_mode="riemann", mag_bits=4)
     if cfg.mag_mode != "riemann":
         raise ValueError(f"the oracle gap is about fixed per-group scales: use mag_mode='riemann', got {cfg.mag_mode!r}")
     x = to_host(x).astype(np.float32)
@@ -168,7 +168,7 @@ def riemann_oracle_gap(x: Any, calib: Any, *, config: besi.BesiConfig | None = N
     z = x - mean_x
 
     def scales_of(rows: np.ndarray) -> np.ndarray:
-        s = besi.group_scales(rows, cfg.g, scale, np, dir_bits=cfg.dir_bits)
+        s = besicovitch.group_scales(rows, cfg.g, scale, np, dir_bits=cfg.dir_bits)
         return floats.round_to(s, "f16", np, "per-group scales")
 
     s_oracle, s_real = scales_of(z), scales_of(calib)

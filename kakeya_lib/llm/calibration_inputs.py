@@ -1,7 +1,7 @@
 """What every calibrated artifact of a model shares: its folder, names and fingerprints, and the
 calib-split passages it is fitted on.
 
-Query second moments (:mod:`.qprecond`), calibrated codebooks (:mod:`.calibrate`) and KVTC's
+Query second moments (:mod:`.qprecond`), calibrated codebooks (:mod:`.codebooks`) and KVTC's
 bases (:mod:`.kvtc_calib`) are all fitted on passages of the corpus's **calib** split, saved
 under :func:`calib_dir` and named by the model, the corpus and fingerprints of the weights and
 passages. Those shared pieces live here, so the three calibrations depend on this module and

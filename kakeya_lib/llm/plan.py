@@ -8,7 +8,7 @@ read plans, so a recipe means the same thing in both.
 
 Plans may also precondition keys with a calibrated query metric (``qprecond``, spec §3; see
 :mod:`.qprecond`) and fit the kakeya codec's Lloyd–Max tables on calibration data
-(``calibrated_codebook``, spec §5.3; see :mod:`.calibrate`). Both need the model and the corpus's
+(``calibrated_codebook``, spec §5.3; see :mod:`.codebooks`). Both need the model and the corpus's
 calib split, so a plan is turned into a :class:`ResolvedPlan` by :func:`resolve_plan` once, before
 any evaluation passage is touched; the harness and the compressed cache read resolved plans.
 """
@@ -23,10 +23,9 @@ import numpy as np
 
 from .. import codecs
 from ..errors import InputError
-from . import calibrate as cb
-from . import corpora, kvtc_calib
+from . import codebooks, corpora, kvtc_calib
 from . import qprecond as qpm
-from .calibrate import eligible
+from .codebooks import eligible
 from .models import family_of, full_attention_layers
 from .qprecond import check_codec
 
@@ -360,20 +359,20 @@ def resolve_plan(
         passages_fp = qpm.passages_fingerprint([p.input_ids for p in passages])
         jobs = []
         for stream, spec in (("k", k_spec), ("v", v_spec)):
-            if not cb.eligible(spec) or not main:  # no main layers: nothing would use the table
+            if not codebooks.eligible(spec) or not main:  # no main layers: nothing would use the table
                 continue
             whitened = [] if stream != "k" or qp is None else [i for i in main if qp.active(i)]
             key = repr((model_fp, passages_fp, codecs.get(spec).spec, stream, tuple(main), plan.protect_tokens,
                         None if not whitened else qp.name, tuple(whitened)))
             bits = int(codecs.get(spec).params.bits)
-            jobs.append(cb.CodebookJob(stream, spec, tuple(main), cb.codebook_name(name, corp.name, stream, bits, key)))
-        todo = [j for j in jobs if refresh or cb.load_codebook_meta(j.name) is None]
-        fitted = cb.fit_codebooks(model, passages, todo, qprecond=qp, protect_tokens=plan.protect_tokens,
+            jobs.append(codebooks.CodebookJob(stream, spec, tuple(main), codebooks.codebook_name(name, corp.name, stream, bits, key)))
+        todo = [j for j in jobs if refresh or codebooks.load_codebook_meta(j.name) is None]
+        fitted = codebooks.fit_codebooks(model, passages, todo, qprecond=qp, protect_tokens=plan.protect_tokens,
                                   progress=progress, meta={"model": name, "corpus": corp.name}) if todo else {}
         info["codebooks"] = {}
         for job in jobs:
-            meta = fitted.get(job.name) or cb.load_codebook_meta(job.name) or {}
-            new = cb.with_codebook(job.spec, job.name)
+            meta = fitted.get(job.name) or codebooks.load_codebook_meta(job.name) or {}
+            new = codebooks.with_codebook(job.spec, job.name)
             if job.stream == "k":
                 k_spec = new
             else:

@@ -277,7 +277,7 @@ def fit_codebooks(model: Any, passages: Sequence[Sequence[int]], jobs: Sequence[
             "outliers_excluded": getattr(built[j].params, "outlier", None),
             **fit.as_dict(),
             **(meta or {}),
-            "provenance": provenance.collect(command="calibrate.fit_codebooks"),
+            "provenance": provenance.collect(command="codebooks.fit_codebooks"),
         }
         save_codebook(fit.levels, job.name, info)
         out[job.name] = info

@@ -1,10 +1,8 @@
-"""Scalar-quantiser building blocks shared by the baseline codecs (int, kivi, fp8).
+"""Asymmetric group-affine quantisation shared by the ``int`` and ``kivi`` codecs.
 
 * :func:`asym_quantize` / :func:`asym_dequantize`: asymmetric uniform quantisation of groups
   along the last axis with a stored (scale, minimum) pair per group; the pair is rounded to its
   storage format *before* the codes are computed, so encoder and decoder agree exactly.
-* :data:`E4M3_VALUES` and :func:`e4m3_encode` / :func:`e4m3_decode`: OCP FP8 E4M3 (bias 7, no
-  infinities, max 448; NaN codes are never produced), nearest value with ties to even.
 * :func:`encode_lines` / :func:`decode_lines`: the ``codes`` (or, ``entropy`` >= 1, rANS-coded
   ``entropy``) and ``scales`` sections of int and kivi, from lines [L, W] quantised in groups.
 """
@@ -18,7 +16,6 @@ import numpy as np
 
 from .. import floats
 from ..container import Container
-from ..errors import InputError
 from ._entropy import check_sections, decode_indices, encode_indices, index_section
 
 
@@ -85,44 +82,3 @@ def decode_lines(box: Container, n: int, length: int, bits: int, group: int, fmt
     scale = floats.from_bytes(scales_raw[:half], fmt, n * g, xp, "scales").reshape(n, g)
     low = floats.from_bytes(scales_raw[half:], fmt, n * g, xp, "minima").reshape(n, g)
     return asym_dequantize(codes.reshape(n, g, group), scale, low).reshape(n, g * group)[:, :length]
-
-
-def _e4m3_table() -> np.ndarray:
-    """Float32 value of each of the 256 E4M3 codes (NaN for the two NaN codes)."""
-    codes = np.arange(256)
-    sign = np.where(codes & 0x80, -1.0, 1.0)
-    exp = (codes >> 3) & 0xF
-    man = codes & 0x7
-    normal = (1 + man / 8.0) * 2.0 ** (exp - 7)
-    subnormal = (man / 8.0) * 2.0**-6
-    values = sign * np.where(exp == 0, subnormal, normal)
-    values[(codes & 0x7F) == 0x7F] = np.nan
-    return values.astype(np.float32)
-
-
-E4M3_VALUES = _e4m3_table()
-E4M3_MAX = 448.0
-_POS_CODES = np.arange(0, 0x7F)  # 0 .. 0x7E: all finite non-negative codes, ascending in value
-_POS_VALUES = E4M3_VALUES[_POS_CODES]
-
-
-def e4m3_encode(x: Any, xp: ModuleType) -> Any:
-    """Nearest E4M3 code (uint8) of each float32 in x (|x| <= 448), ties to the even code."""
-    if x.size and float(abs(x).max()) > E4M3_MAX:
-        raise InputError("value beyond the E4M3 range (448); scale before encoding")
-    mag = xp.abs(x)
-    values = xp.asarray(_POS_VALUES)
-    mids = (values[1:] + values[:-1]) * np.float32(0.5)
-    idx = xp.searchsorted(mids, mag, side="left")  # ties -> lower code
-    tie = (idx < values.size - 1) & (mag == mids[xp.minimum(idx, mids.size - 1)])
-    idx = xp.where(tie & (idx % 2 == 1), idx + 1, idx)  # ties to even mantissa
-    return (idx | xp.where(x < 0, 0x80, 0)).astype(xp.uint8)
-
-
-def e4m3_decode(codes: Any, xp: ModuleType) -> Any:
-    """Float32 values of E4M3 codes; NaN codes raise (they never come from :func:`e4m3_encode`)."""
-    table = xp.asarray(E4M3_VALUES)
-    out = table[codes.astype(xp.int64)]
-    if not bool(xp.isfinite(out).all()):
-        raise InputError("E4M3 NaN code in the data (corrupted bytes?)")
-    return out

@@ -8,7 +8,7 @@ import pytest
 
 from kakeya_lib import codecs
 from kakeya_lib.errors import InputError
-from kakeya_lib.llm import calibrate, corpora
+from kakeya_lib.llm import codebooks, corpora
 from kakeya_lib.llm.evaluate import evaluate_many
 from kakeya_lib.llm.models import tiny_model
 from kakeya_lib.llm.plan import KVPlan, resolve_plan
@@ -24,11 +24,11 @@ def _laplace(n: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
 def test_lloyd_iteration_beats_the_gaussian_table_on_non_gaussian_samples(bits):
     x = _laplace(200_000)
-    fit = calibrate.fit_lloyd_max(x, bits)
-    assert fit.converged or fit.iterations == calibrate.MAX_ITER  # the spec's budget: 200 steps, tol 1e-6
+    fit = codebooks.fit_lloyd_max(x, bits)
+    assert fit.converged or fit.iterations == codebooks.MAX_ITER  # the spec's budget: 200 steps, tol 1e-6
     assert fit.mse < fit.mse_init
-    assert fit.mse_init == pytest.approx(calibrate.quantisation_mse(x, lloyd_max.gaussian_codebook(bits)), rel=1e-9)
-    assert fit.mse == pytest.approx(calibrate.quantisation_mse(x, fit.levels), rel=1e-6)
+    assert fit.mse_init == pytest.approx(codebooks.quantisation_mse(x, lloyd_max.gaussian_codebook(bits)), rel=1e-9)
+    assert fit.mse == pytest.approx(codebooks.quantisation_mse(x, fit.levels), rel=1e-6)
     assert fit.levels.dtype == np.float32 and (np.diff(fit.levels) > 0).all()
     # (nearly) a fixed point: every level is close to the mean of its cell
     mids = (fit.levels[1:] + fit.levels[:-1]) / 2
@@ -39,42 +39,42 @@ def test_lloyd_iteration_beats_the_gaussian_table_on_non_gaussian_samples(bits):
 
 def test_gaussian_samples_give_back_the_gaussian_table():
     x = np.random.default_rng(1).normal(size=400_000)
-    fit = calibrate.fit_lloyd_max(x, 3)
+    fit = codebooks.fit_lloyd_max(x, 3)
     np.testing.assert_allclose(fit.levels, lloyd_max.gaussian_codebook(3), atol=0.02)
     assert fit.mse == pytest.approx(fit.mse_init, rel=0.01)
 
 
 def test_subsampling_is_capped_and_seeded():
     x = _laplace(50_000)
-    a = calibrate.fit_lloyd_max(x, 2, max_samples=10_000, seed=3)
-    b = calibrate.fit_lloyd_max(x, 2, max_samples=10_000, seed=3)
-    c = calibrate.fit_lloyd_max(x, 2, max_samples=10_000, seed=4)
+    a = codebooks.fit_lloyd_max(x, 2, max_samples=10_000, seed=3)
+    b = codebooks.fit_lloyd_max(x, 2, max_samples=10_000, seed=3)
+    c = codebooks.fit_lloyd_max(x, 2, max_samples=10_000, seed=4)
     assert a.n_samples == 10_000 and a.n_total == 50_000
     assert np.array_equal(a.levels, b.levels) and not np.array_equal(a.levels, c.levels)
     with pytest.raises(InputError, match="too few"):
-        calibrate.fit_lloyd_max(x[:10], 3)
+        codebooks.fit_lloyd_max(x[:10], 3)
     with pytest.raises(InputError, match="NaN"):
-        calibrate.fit_lloyd_max(np.r_[x, np.nan], 2)
-    two = calibrate.fit_lloyd_max(np.repeat([0.0, 1.0], 100), 3)  # empty cells keep their level: still valid
+        codebooks.fit_lloyd_max(np.r_[x, np.nan], 2)
+    two = codebooks.fit_lloyd_max(np.repeat([0.0, 1.0], 100), 3)  # empty cells keep their level: still valid
     assert (np.diff(two.levels) > 0).all() and two.mse == 0.0
 
 
 def test_samples_are_the_codecs_residuals_without_its_outliers():
     rows = np.random.default_rng(2).standard_t(3, size=(512, 16)).astype(np.float32)
     codec = codecs.get("kakeya:pca=none,bits=2,block=128,outlier=1.5")
-    z = calibrate.unit_residuals(codec, rows)
+    z = codebooks.unit_residuals(codec, rows)
     full = codec.unit_residuals(rows).reshape(-1)
     assert np.abs(z).max() <= 1.5 and z.size == int((np.abs(full) <= 1.5).sum()) < full.size
     np.testing.assert_allclose(np.mean(codec.unit_residuals(rows) ** 2, axis=1), 1.0, rtol=1e-4)  # unit-scaled
 
 
 def test_spec_substitution_and_eligibility(calib_dir):
-    spec = calibrate.with_codebook("kakeya:bits=3,pca=none", "cb-x")
+    spec = codebooks.with_codebook("kakeya:bits=3,pca=none", "cb-x")
     assert "codebook=calib:cb-x" in spec and codecs.get(spec).params.bits == 3
-    assert calibrate.eligible("kakeya:bits=3") and not calibrate.eligible("int:bits=4")
-    assert not calibrate.eligible(spec)  # already has a table
-    table = calibrate.fit_lloyd_max(_laplace(10_000), 3).levels
-    calibrate.save_codebook(table, "cb-x", {"note": "test"})
+    assert codebooks.eligible("kakeya:bits=3") and not codebooks.eligible("int:bits=4")
+    assert not codebooks.eligible(spec)  # already has a table
+    table = codebooks.fit_lloyd_max(_laplace(10_000), 3).levels
+    codebooks.save_codebook(table, "cb-x", {"note": "test"})
     rows = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     blob = codecs.get(spec).encode(rows)  # the codec finds calib:cb-x in the calibration folder
     np.testing.assert_array_equal(codecs.get(spec)._codebook(), table)
