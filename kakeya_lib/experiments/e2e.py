@@ -36,7 +36,7 @@ from ..errors import InputError
 from ..llm import recipes as recipe_lib
 from ..llm.plan import KVPlan
 from ..store import Cell, CellResult, Store
-from .sweeps import ablation_ladder, depth_compounding
+from .plans import ablation_ladder, depth_compounding
 from .table import summary_row
 
 LabelledPlans = list[tuple[dict[str, Any], KVPlan]]
@@ -150,7 +150,7 @@ def select_by_kl(rows: Sequence[Mapping[str, Any]], target: float) -> Mapping[st
 
 
 def ablation_plans(block: int | None = None) -> LabelledPlans:
-    """The stage-by-stage ladder (seed stages, then ours); see :func:`.sweeps.ablation_ladder`."""
+    """The stage-by-stage ladder (seed stages, then ours); see :func:`.plans.ablation_ladder`."""
     return ablation_ladder(block=block)
 
 

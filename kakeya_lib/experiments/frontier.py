@@ -201,3 +201,20 @@ def _exact_tokens(points: Sequence[Mapping[str, Any]]) -> str:
     parts = ([f"sink {sink}"] if sink else []) + ([f"recent {recent}"] if recent else []) + (
         [f"{boundary}+{boundary} boundary layers"] if boundary else [])
     return " + ".join(parts) or "none"
+
+
+def pareto_front(rows: Sequence[Mapping[str, Any]], x: str = "ratio_vs_bf16", y: str = "delta_ppl_pct"
+                 ) -> list[Mapping[str, Any]]:
+    """Rows not dominated by another (higher ``x`` is better, lower ``y`` is better), by ``x``.
+
+    The quality-at-ratio frontier: for every ratio, the best quality any configuration reached
+    there. Ties on both columns keep the first row.
+    """
+    ordered = sorted(rows, key=lambda r: (-float(r[x]), float(r[y])))
+    front: list[Mapping[str, Any]] = []
+    best = float("inf")
+    for r in ordered:
+        if float(r[y]) < best:
+            front.append(r)
+            best = float(r[y])
+    return front[::-1]

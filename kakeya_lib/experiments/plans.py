@@ -6,9 +6,7 @@
 * :func:`grid`: every combination of codec spec keys (bits, rank, block, outlier, ...) for
   rate–distortion frontiers;
 * :func:`ablation_ladder`: the seed's pipeline built up one stage at a time at 3 bits, then our
-  levers one at a time — each rung's bytes, Δppl, KL and top-1;
-* :func:`rank_correlation`: how well a distortion column (plain or query-weighted MSE) ranks
-  configurations by KL (Spearman's ρ across rows).
+  levers one at a time, ending at the tuned recipe — each rung's bytes, Δppl, KL and top-1.
 
 :func:`run` evaluates plans side by side on the same passages and returns one tidy row per plan
 (the row of :func:`~kakeya_lib.experiments.table.summary_row` plus the generator's own columns).
@@ -19,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from typing import Any, Sequence
-
-import numpy as np
 
 from .. import codecs
 from ..llm import recipes
@@ -112,82 +108,3 @@ def ablation_ladder(include_seed: bool = True, include_ours: bool = True, block:
         plan = dataclasses.replace(KVPlan(k, v or None, name=stage), **extra)
         out.append(({"rung": i, "stage": stage}, plan))
     return out
-
-
-def rank_correlation(rows: Sequence[dict[str, Any]], x: str, y: str = "kl_mean") -> float:
-    """Spearman's ρ between columns ``x`` and ``y`` over ``rows`` (NaN rows dropped).
-
-    E.g. ``rank_correlation(rows, "k_rel_mse")`` vs ``rank_correlation(rows, "k_qw_rel_mse")``:
-    does query-weighted key error order the configurations by KL better than plain error?
-    """
-    from scipy.stats import spearmanr  # noqa: PLC0415
-
-    pairs = np.array([(float(r[x]), float(r[y])) for r in rows if r.get(x) is not None and r.get(y) is not None])
-    pairs = pairs[np.isfinite(pairs).all(axis=1)] if pairs.size else pairs
-    if len(pairs) < 3:
-        raise ValueError(f"need at least 3 rows with finite {x!r} and {y!r}, got {len(pairs)}")
-    return float(spearmanr(pairs[:, 0], pairs[:, 1]).statistic)
-
-
-def rank_correlation_ci(x: Sequence[float], kl_per_passage: np.ndarray, n_boot: int = 2000, seed: int = 0
-                        ) -> tuple[float, float, float]:
-    """Spearman's ρ between ``x`` and the passage-mean KL, with a two-level bootstrap 95 % CI.
-
-    Parameters
-    ----------
-    x : (P,) one distortion value per configuration (e.g. K relative MSE)
-    kl_per_passage : (P, N) each configuration's KL on each of the same N passages
-
-    Each bootstrap draw resamples configurations and, independently, passages (every
-    configuration's KL re-averaged over the same drawn passages), so the interval covers both
-    which configurations happened to be measured and which text they were measured on.
-
-    Returns
-    -------
-    (rho, lo, hi) : the point estimate on all configurations and passages, and the 2.5 / 97.5
-        percentiles of the draws (draws where every sampled x or KL ties are skipped)
-    """
-    from scipy.stats import spearmanr  # noqa: PLC0415
-
-    xs, kl = np.asarray(x, dtype=np.float64), np.asarray(kl_per_passage, dtype=np.float64)
-    if kl.ndim != 2 or xs.shape != (kl.shape[0],):
-        raise ValueError(f"x must be (P,) and kl_per_passage (P, N); got {xs.shape} and {kl.shape}")
-    if kl.shape[0] < 3 or kl.shape[1] < 1 or not (np.isfinite(xs).all() and np.isfinite(kl).all()):
-        raise ValueError(f"need >= 3 configurations, >= 1 passage and finite values; got {kl.shape}")
-    rho = float(spearmanr(xs, kl.mean(axis=1)).statistic)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        plans = rng.integers(0, kl.shape[0], kl.shape[0])
-        passages = rng.integers(0, kl.shape[1], kl.shape[1])
-        a, b = xs[plans], kl[np.ix_(plans, passages)].mean(axis=1)
-        if np.ptp(a) > 0 and np.ptp(b) > 0:
-            draws.append(spearmanr(a, b).statistic)
-    lo, hi = np.percentile(draws, [2.5, 97.5]) if draws else (float("nan"), float("nan"))
-    return rho, float(lo), float(hi)
-
-
-def pareto_front(rows: Sequence[dict[str, Any]], x: str = "ratio_vs_bf16", y: str = "delta_ppl_pct"
-                 ) -> list[dict[str, Any]]:
-    """Rows not dominated by another (higher ``x`` is better, lower ``y`` is better), by ``x``.
-
-    The quality-at-ratio frontier: for every ratio, the best quality any configuration reached
-    there. Ties on both columns keep the first row.
-    """
-    ordered = sorted(rows, key=lambda r: (-float(r[x]), float(r[y])))
-    front: list[dict[str, Any]] = []
-    best = float("inf")
-    for r in ordered:
-        if float(r[y]) < best:
-            front.append(r)
-            best = float(r[y])
-    return front[::-1]
-
-
-def best_at(rows: Sequence[dict[str, Any]], max_delta_pct: float, min_top1: float | None = None,
-            max_ci_hi: float | None = None) -> dict[str, Any] | None:
-    """The highest-ratio row with |Δppl| ≤ ``max_delta_pct`` (and the optional top-1 / CI bounds)."""
-    ok = [r for r in rows if abs(float(r["delta_ppl_pct"])) <= max_delta_pct
-          and (min_top1 is None or float(r["top1_pct"]) >= min_top1)
-          and (max_ci_hi is None or float(r["delta_ppl_ci_hi"]) <= max_ci_hi)]
-    return max(ok, key=lambda r: float(r["ratio_vs_bf16"])) if ok else None
