@@ -14,7 +14,10 @@ SIZE = {"ctx": 64, "n_eval": 8, "n_passages": 3}
 
 def row(plan, ratio, kl, k="turboquant", v="turboquant", protect=1, hot=0):
     return {"plan": plan, "ratio_vs_bf16": ratio, "kl_mean": kl, "delta_ppl_pct": 100 * kl, "k_codec": k,
-            "v_codec": v, "protect_tokens": protect, "hot_tokens": hot, "boundary": 0}
+            "v_codec": v, "protect_tokens": protect, "hot_tokens": hot, "boundary": 0,
+            # the remaining columns every stored row has (render-e2e shows them)
+            "delta_ppl_ci_lo": 90 * kl, "delta_ppl_ci_hi": 110 * kl, "top1_pct": 95.0, "ctx": SIZE["ctx"],
+            "n_passages": SIZE["n_passages"], "k_rel_mse": 10 * kl, "v_rel_mse": 20 * kl}
 
 
 def result(kls):

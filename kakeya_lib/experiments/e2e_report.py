@@ -1,0 +1,346 @@
+"""What ``notebooks/render-e2e.ipynb`` writes: the end-to-end tables, figures and macros.
+
+:class:`E2EReport` reads the exp-e2e cells of one profile (only those of the given sweep files)
+through the builders of :mod:`.e2e_tables` and writes into ``paper/generated/``: the tuning run,
+the frontier figure and points, each codec's ratio at the quality bars, the paired comparisons
+at matched ratio, where the gain comes from, the seed's recipes head to head, the stage ablation,
+depth, long context, error against KL, and the macros the paper's prose quotes. Each ``write_*``
+method writes its files and returns what it wrote, so the notebook stays a list of calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .. import report, sweep
+from ..paths import GENERATED_DIR, REPO_ROOT
+from ..store import CellResult, Store
+from . import e2e_tables as tables
+from .error_vs_kl import rank_correlation_ci
+
+STEM = "render-e2e"
+
+
+def _f2(v: float) -> str:
+    return f"{v:.2f}"
+
+
+def _f4(v: float) -> str:
+    return f"{v:.4f}"
+
+
+def with_ci(value: float, lo: float | None, hi: float | None, fmt: Callable[[float], str]) -> str:
+    """``"0.0068 [0.0062, 0.0074]"`` (just the value when there is no interval)."""
+    return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]" if lo is not None else fmt(value)
+
+
+def decorate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add the display columns of :data:`QUALITY` (exact tokens, KL and Δppl with their CIs)."""
+    for r in rows:
+        r["exact"] = tables.exact_tokens_text(r)
+        r["kl_ci"] = with_ci(r["kl_mean"], r.get("kl_ci_lo"), r.get("kl_ci_hi"), _f4)
+        r["delta_ci"] = with_ci(r["delta_ppl_pct"], r["delta_ppl_ci_lo"], r["delta_ppl_ci_hi"], lambda v: f"{v:+.2f}")
+    return rows
+
+
+QUALITY = [report.Column("exact", "exact tokens", str, "l"), report.Column("ratio_vs_bf16", "ratio", _f2),
+           report.Column("kl_ci", "KL [95 % CI]", str, "l"), report.Column("delta_ci", "Δppl % [95 % CI]", str, "l"),
+           report.Column("top1_pct", "top-1 %", lambda v: f"{v:.1f}")]
+TARGETS = [f"kl<={t:g}" for t in tables.KL_TARGETS] + [f"dppl<={tables.PPL_TARGET:g}"]
+
+
+def _family_style(name: str) -> str:
+    """Marker and line by family: ours, KVTC, the fixed-rate peers."""
+    return "o-" if name.startswith("ours") else "s--" if name.startswith("KVTC") else "^:"
+
+
+@dataclass
+class E2EReport:
+    """The render-e2e outputs of one profile; ``model``/``corpus`` name the main setting."""
+
+    store: Store
+    profile: str
+    model: str
+    corpus: str
+    headline: str
+    out_dir: Path = GENERATED_DIR  # where tables/, figures/ and variables/ are written
+    settings: list[tuple[str, str]] = field(init=False)
+    # filled by the write_* methods, read by write_macros
+    tuning: list[dict[str, Any]] = field(init=False, default_factory=list)
+    summary: list[dict[str, Any]] = field(init=False, default_factory=list)
+    paired: list[dict[str, Any]] = field(init=False, default_factory=list)
+    rho: dict[str, tuple[float, float, float]] = field(init=False, default_factory=dict)
+    n_scored_points: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.settings = tables.settings(self.store, self.profile)
+        if not self.settings:
+            raise RuntimeError(f"no frontier cells in profile {self.profile!r}: run notebooks/exp-e2e.ipynb first")
+
+    @classmethod
+    def for_sweeps(cls, profile: str, model: str, corpus: str, headline: str, sweep_files: Sequence[str],
+                   store: Store | None = None, out_dir: Path = GENERATED_DIR) -> "E2EReport":
+        """The report over the cells of ``sweep_files`` only (other stored cells are ignored)."""
+        base = store if store is not None else Store()
+        only = base.only(t.cell.relpath for f in sweep_files for t in sweep.load(REPO_ROOT / f).tasks)
+        return cls(only, profile, model, corpus, headline, out_dir)
+
+    # -- tables and figures -------------------------------------------------------------------
+    def _table(self, name: str, rows: list[dict[str, Any]], columns: list[report.Column], caption: str,
+               size: str = "\\small") -> None:
+        report.write_table(STEM, name, rows, columns, caption, self.out_dir, size=size)
+
+    def write_tuning(self) -> list[dict[str, Any]]:
+        self.tuning = decorate(tables.tuning_rows(self.store, self.profile))
+        if self.tuning:
+            t0 = self.tuning[0]
+            self._table("tuning", self.tuning, [report.Column("plan", "configuration", str, "l"),
+                               report.Column("selected", "selected for", str, "l")] + QUALITY,
+                               f"Tuning run: our recipe's grid steps on {t0['n_passages']} passages of the calib split of "
+                               f"{t0['corpus']} ({t0['model']}, ctx {t0['ctx']}), document-disjoint from every evaluation "
+                               "passage. Rule: for each KL target, the largest ratio whose KL on these passages is <= the "
+                               "target.")
+        return self.tuning
+
+    def write_frontier(self) -> list[dict[str, Any]]:
+        """The frontier figure (every series, every setting) and the tables of its points."""
+        plt = report.setup_style()
+        fig, axes = plt.subplots(2, len(self.settings), figsize=(4.2 * len(self.settings), 6.4), squeeze=False)
+        all_points: list[dict[str, Any]] = []
+        names: list[str] = []
+        by_setting = {(m, c): tables.series_points(self.store, self.profile, m, c) for m, c in self.settings}
+        for series in by_setting.values():
+            names += [n for n in series if n not in names]
+        # one colour per series in every panel; the marker and line say the family
+        palette = plt.get_cmap("tab10").colors
+        color = {n: palette[i % len(palette)] for i, n in enumerate(names)}
+        for col, ((m, c), series) in enumerate(by_setting.items()):
+            for name, pts in series.items():
+                pts = sorted(pts, key=lambda r: r["ratio_vs_bf16"])
+                x = [r["ratio_vs_bf16"] for r in pts]
+                kw = dict(ms=4, lw=1.2 if name.startswith("ours") else 0.9, color=color[name], label=name)
+                axes[0, col].semilogy(x, [r["kl_mean"] for r in pts], _family_style(name), **kw)
+                axes[1, col].plot(x, [r["delta_ppl_pct"] for r in pts], _family_style(name), **kw)
+                all_points += [dict(r, model=m, corpus=c, series=name) for r in pts]
+            head = tables.recipe_point(series.get("ours", []), self.headline)
+            if head is not None:  # name the tuned recipe's point
+                axes[0, col].annotate(self.headline, (head["ratio_vs_bf16"], head["kl_mean"]), xytext=(6, -10),
+                                      textcoords="offset points", fontsize=7, color=color["ours"])
+            for t in tables.KL_TARGETS:
+                axes[0, col].axhline(t, color="0.7", lw=0.6, zorder=0)
+            axes[1, col].axhline(tables.PPL_TARGET, color="0.7", lw=0.6, zorder=0)
+            axes[1, col].set_yscale("symlog", linthresh=2.0)
+            axes[0, col].set_title(f"{m} on {c}", fontsize=9)
+            axes[1, col].set_xlabel("ratio vs bf16 (real bytes)")
+        axes[0, 0].set_ylabel("KL(ref || codec) per token")
+        axes[1, 0].set_ylabel("Δppl %")
+        handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines() if not h.get_label().startswith("_")}
+        fig.legend([handles[n] for n in names], names, loc="lower center", ncol=min(len(names), 5), fontsize=7,
+                   bbox_to_anchor=(0.5, 0.0), frameon=False)
+        fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(names) - 1) // 5), 1, 1))
+        report.save_figure(fig, STEM, "frontier", self.out_dir)
+        plt.close(fig)
+        decorate(all_points)
+        main_points = [r for r in all_points if (r["model"], r["corpus"]) == (self.model, self.corpus)]
+        n = main_points[0]["n_passages"]
+        self._table("points", main_points, [report.Column("plan", "codec", str, "l")] + QUALITY,
+                           f"Every frontier point on {self.model} / {self.corpus} ({n} passages of "
+                           f"{main_points[0]['ctx']} tokens, the same for every row): ratios from every stored byte "
+                           "(codes, tables, scales, headers, exact tokens at bf16) against bf16.", size="\\scriptsize")
+        self._table("points-all", all_points, [report.Column("model", "model", str, "l"),
+                           report.Column("corpus", "corpus", str, "l"), report.Column("plan", "codec", str, "l")] + QUALITY,
+                           "Every frontier point of every setting (each setting's rows on its own passages).",
+                           size="\\scriptsize")
+        return all_points
+
+    def write_frontier_summary(self) -> list[dict[str, Any]]:
+        self.summary = tables.frontier_summary(self.store, self.profile)
+        self._table("frontier-summary", self.summary, [report.Column("model", "model", str, "l"),
+                           report.Column("corpus", "corpus", str, "l"), report.Column("series", "codec", str, "l"),
+                           report.Column("exact_tokens", "exact tokens", str, "l"),
+                           report.Column("model_bytes", "per-model MB",
+                                         lambda v: "--" if v is None else f"{v / 1e6:.1f}")] + [
+                           report.Column(t, t.replace("kl<=", "KL ≤ ").replace("dppl<=", "Δppl % ≤ "), str)
+                           for t in TARGETS],
+                           "Compression ratio each codec reaches at a quality bar, read from its measured frontier: "
+                           "linear in log KL (linear in Δppl) between the two measured points that bracket the bar, "
+                           "the last crossing when a series is not monotone; '≥ x' when every point meets the bar "
+                           "(x is the largest measured ratio), '--' when none does. No extrapolation. Per-model MB: "
+                           "calibration tables stored once per model (KVTC's PCA bases and quantiser tables, fitted on "
+                           "calib passages), not counted in the per-prompt ratios.")
+        return self.summary
+
+    def write_paired(self) -> list[dict[str, Any]]:
+        self.paired = []
+        for m, c in self.settings:
+            series = tables.series_points(self.store, self.profile, m, c)
+            point = tables.recipe_point(series.get("ours", []), self.headline)
+            for r in tables.paired_at_matched_ratio(self.store, self.profile, m, c, point["plan"]) if point else []:
+                verdict = ("ours lower" if r["kl_diff_hi"] < 0 else "peer lower" if r["kl_diff_lo"] > 0
+                           else "not resolved")
+                self.paired.append(dict(r, model=m, corpus=c, verdict=verdict,
+                                        diff=with_ci(r["kl_diff"], r["kl_diff_lo"], r["kl_diff_hi"], _f4)))
+        if self.paired:
+            self._table("paired", self.paired, [report.Column("model", "model", str, "l"),
+                               report.Column("corpus", "corpus", str, "l"),
+                               report.Column("peer_plan", "peer point(s)", str, "l"),
+                               report.Column("match", "read", str, "l"),
+                               report.Column("ours_ratio", "ours ratio", _f2), report.Column("peer_ratio", "peer ratio", _f2),
+                               report.Column("ours_kl", "ours KL", _f4), report.Column("peer_kl", "peer KL", _f4),
+                               report.Column("diff", "KL ours − peer [95 % CI]", str, "l"),
+                               report.Column("verdict", "verdict", str, "l")],
+                               f"{self.headline} against every other series at the same ratio, paired over the same "
+                               "passages: 'interpolated' reads the peer at our ratio, each passage's KL interpolated in "
+                               "log between the peer's two points that bracket it; 'nearest' (our ratio outside the "
+                               "peer's range) uses the peer's nearest point at its own ratio. Bootstrap CI of the "
+                               "per-passage KL difference (negative: ours lower); 'not resolved' when the interval "
+                               "contains zero.", size="\\scriptsize")
+        return self.paired
+
+    def write_gain(self) -> list[dict[str, Any]]:
+        gain = decorate([dict(r, model=m, corpus=c) for m, c in self.settings
+                         for r in tables.gain_rows(self.store, self.profile, m, c, self.headline)])
+        for r in gain:
+            r["vs_ours"] = ("" if r.get("kl_vs_ours") is None
+                            else with_ci(r["kl_vs_ours"], r["kl_vs_ours_lo"], r["kl_vs_ours_hi"], _f4))
+        if gain:
+            self._table("gain", gain, [report.Column("model", "model", str, "l"),
+                               report.Column("corpus", "corpus", str, "l"), report.Column("side", "", str, "l"),
+                               report.Column("plan", "configuration", str, "l")] + QUALITY + [
+                               report.Column("vs_ours", "KL − ours at its ratio [95 % CI]", str, "l")],
+                               f"Each of our parts added to TurboQuant-4 (f16 norms) and removed from {self.headline}, "
+                               "per setting (each setting's rows on its own passages). Last column, for each removal: "
+                               "its KL minus our series' KL read at the same ratio (each passage interpolated in log KL "
+                               "between the two bracketing points of our series; blank outside its range), paired "
+                               "bootstrap CI; positive: the part is worth that much KL at equal bytes.",
+                               size="\\scriptsize")
+        return gain
+
+    def _main_cells(self) -> dict[str, CellResult | None]:
+        s, p, m, c = self.store, self.profile, self.model, self.corpus
+        return {"head": s.largest(p, "e2e/head_to_head", m, c, label_prefix="ctx"),
+                "ablation": s.largest(p, "e2e/ablation", m, c), "depth": s.largest(p, "e2e/depth", m, c)}
+
+    def write_seed_tables(self) -> list[str]:
+        """The seed's recipes head to head, the stage ablation, depth and long context (main setting)."""
+        cells = self._main_cells()
+        head, ablation, depth = cells["head"], cells["ablation"], cells["depth"]
+        where = f"{self.model} on {self.corpus}"
+        if head:
+            self._table("head-to-head", decorate(head.rows), [report.Column("plan", "plan", str, "l")] + QUALITY,
+                               f"The seed's recipes, ours and TurboQuant-4 on the same passages ({where}, "
+                               f"{head.cell.params['n_passages']} passages of {head.cell.params['ctx']} tokens).")
+        if ablation:
+            self._table("ablation", decorate(ablation.rows), [report.Column("stage", "rung", str, "l")] + QUALITY,
+                               f"The seed's pipeline built one stage at a time (3 bits per coordinate), then our levers "
+                               f"({where}, {ablation.cell.params['n_passages']} passages).")
+        if depth:
+            self._table("depth", decorate(depth.rows), [report.Column("depth", "layers compressed", str)] + QUALITY,
+                               f"{depth.cell.params.get('recipe', self.headline)} on the first j layers only, the rest "
+                               f"kept exact ({where}).")
+        longs = sorted(self.store.cells(self.profile, "e2e/long_context", self.model, self.corpus),
+                       key=lambda r: r.cell.params["ctx"])
+        long_rows = decorate([dict(r, ctx=c.cell.params["ctx"]) for c in longs for r in c.rows])
+        if long_rows:
+            self._table("long-context", long_rows, [report.Column("plan", "plan", str, "l"),
+                               report.Column("ctx", "context", str)] + QUALITY, f"Longer prefixes ({where}).")
+        return [name for name, x in (("head", head), ("ablation", ablation), ("depth", depth), ("long", long_rows)) if x]
+
+    def write_error_vs_kl(self) -> dict[str, tuple[float, float, float]]:
+        """KL against K and V relative MSE for every frontier point of the main setting, with ρ and CIs."""
+        scored, kl_pp = tables.series_per_passage(self.store, self.profile, self.model, self.corpus)
+        self.rho = {s: rank_correlation_ci([r[f"{s}_rel_mse"] for r in scored], kl_pp) for s in ("k", "v")}
+        self.n_scored_points = len(scored)
+        plt = report.setup_style()
+        fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.2))
+        for ax, s, color in ((axes[0], "k", "tab:blue"), (axes[1], "v", "tab:orange")):
+            ax.loglog([r[f"{s}_rel_mse"] for r in scored], [r["kl_mean"] for r in scored], "o", ms=4, color=color)
+            ax.set_xlabel(f"{s.upper()} relative MSE")
+            ax.set_title(f"Spearman ρ = {self.rho[s][0]:.2f} [{self.rho[s][1]:.2f}, {self.rho[s][2]:.2f}]", fontsize=9)
+        axes[0].set_ylabel("KL per token")
+        report.save_figure(fig, STEM, "mse-vs-kl", self.out_dir)
+        plt.close(fig)
+        return self.rho
+
+    # -- macros ------------------------------------------------------------------------------
+    def macro_values(self) -> dict[str, str]:
+        """Every macro the paper quotes (call the ``write_*`` methods first: it reads their results)."""
+        values = {"Model": self.model, "Corpus": self.corpus, "Headline": self.headline,
+                  "Settings": str(len(self.settings))}
+        main_cells = tables.series_cells(self.store, self.profile, self.model, self.corpus)
+        if main_cells:
+            P = next(iter(main_cells.values())).cell.params
+            # n_eval continuation tokens give n_eval - 1 scored next-token predictions per passage
+            values.update({"Ctx": str(P["ctx"]), "NEval": str(P["n_eval"]), "Passages": str(P["n_passages"]),
+                           "NScored": str(P["n_eval"] - 1), "NScoredTotal": f"{(P['n_eval'] - 1) * P['n_passages']:,}"})
+        cells = self._main_cells()
+        head, ablation = cells["head"], cells["ablation"]
+        for cell, prefix in ((head, "head"), (ablation, "ablation")):
+            for r in cell.rows if cell else []:
+                key = f"{prefix} {r.get('stage', r['plan'])}"
+                values[f"{key} ratio"], values[f"{key} kl"] = f"{r['ratio_vs_bf16']:.2f}", f"{r['kl_mean']:.4f}"
+                values[f"{key} delta"] = f"{r['delta_ppl_pct']:+.2f}"
+        for r in self.summary:
+            key = f"{r['model']} {r['corpus']} {r['series']}"
+            for t in TARGETS:
+                values[f"{key} {t.replace('<=', ' at ')}"] = report.latex_escape(r[t])
+        for r in self.paired:
+            values[f"{r['model']} {r['corpus']} vs {r['series']} diff"] = f"{r['kl_diff']:.4f}"
+        values.update(self._headline_values())
+        values.update(self._ablation_values(ablation))
+        for key, (val, lo, hi) in self.rho.items():
+            values[f"Rho {key}"] = f"{val:.2f}"
+            values[f"Rho {key} ci"] = f"[{lo:.2f}, {hi:.2f}]"
+        values["Rho points"] = str(self.n_scored_points)
+        if self.tuning:
+            values["TuningPassages"] = str(self.tuning[0]["n_passages"])
+        return values
+
+    def _headline_values(self) -> dict[str, str]:
+        """The tuned recipe itself on the main setting's eval passages, and the frontier readings."""
+        values: dict[str, str] = {}
+        series = tables.series_points(self.store, self.profile, self.model, self.corpus)
+        head_row = tables.recipe_point(series.get("ours", []), self.headline)
+        if head_row is not None:
+            values["HeadlineRatio"] = f"{head_row['ratio_vs_bf16']:.2f}"
+            values["HeadlineKl"] = f"{head_row['kl_mean']:.4f}"
+            if head_row.get("kl_ci_lo") is not None:
+                values["HeadlineKlCi"] = f"[{head_row['kl_ci_lo']:.4f}, {head_row['kl_ci_hi']:.4f}]"
+            values["HeadlineDelta"] = f"{head_row['delta_ppl_pct']:+.2f}"
+            values["HeadlineDeltaCi"] = f"[{head_row['delta_ppl_ci_lo']:+.2f}, {head_row['delta_ppl_ci_hi']:+.2f}]"
+            values["HeadlineTopOne"] = f"{head_row['top1_pct']:.1f}"
+        main = [r for r in self.summary if (r["model"], r["corpus"]) == (self.model, self.corpus)]
+        ours = [r for r in main if r["series"] == "ours"]
+        if ours:
+            values["OursKlTenRatio"] = report.latex_escape(ours[0]["kl<=0.01"])
+            values["OursPplOneRatio"] = report.latex_escape(ours[0]["dppl<=1"])
+        peers = [r for r in main if not r["series"].startswith("ours") and r["kl<=0.01 ratio"] is not None]
+        if peers:
+            best = max(peers, key=lambda r: r["kl<=0.01 ratio"])
+            values["BestPeer"] = report.latex_escape(best["series"])
+            values["BestPeerKlTenRatio"] = report.latex_escape(best["kl<=0.01"])
+        return values
+
+    @staticmethod
+    def _ablation_values(ablation: CellResult | None) -> dict[str, str]:
+        if not ablation:
+            return {}
+        rows = ablation.rows
+        seed_rungs = [r for r in rows if not r["stage"].startswith(("ours", "+ sink", "+ 8-bit", "+ entropy"))]
+        values = {"AblationFirstKl": f"{rows[0]['kl_mean']:.3f}",
+                  "AblationSeedBestKl": f"{min(r['kl_mean'] for r in seed_rungs):.4f}",
+                  "AblationOursLastKl": f"{rows[-1]['kl_mean']:.4f}",
+                  "AblationOursLastRatio": f"{rows[-1]['ratio_vs_bf16']:.2f}"}
+        # what the seed's query whitening costs: the rung that adds it against the rung before
+        sq = next((i for i, r in enumerate(rows) if r["stage"].startswith("+ Sigma_q")), None)
+        if sq:
+            values["AblationSigmaQBeforeKl"] = f"{rows[sq - 1]['kl_mean']:.4f}"
+            values["AblationSigmaQKl"] = f"{rows[sq]['kl_mean']:.4f}"
+        return values
+
+    def write_macros(self) -> dict[str, str]:
+        values = self.macro_values()
+        report.write_macros(STEM, values, self.out_dir)
+        return values

@@ -1,0 +1,34 @@
+"""render-e2e's writer over a small hand-made store: every file it promises, and the macros."""
+
+from __future__ import annotations
+
+import json
+
+from kakeya_lib.experiments.e2e_report import E2EReport
+
+from .test_e2e_tables import store_fixture  # noqa: F401  (fixture)
+
+
+def test_the_report_writes_its_tables_figures_and_macros(store, tmp_path):
+    rep = E2EReport(store, "smoke", "tiny", "sotu", "ours-5x", out_dir=tmp_path)
+    assert rep.settings == [("tiny", "sotu")]
+    assert rep.write_tuning() and rep.write_frontier() and rep.write_frontier_summary()
+    paired = rep.write_paired()
+    assert [r["verdict"] for r in paired] == ["ours lower"]
+    assert rep.write_gain()
+    assert rep.write_seed_tables() == []  # no head-to-head, ablation, depth or long-context cell here
+    for name in ("tuning", "points", "points-all", "frontier-summary", "paired", "gain"):
+        tex = (tmp_path / "tables" / f"render-e2e-{name}.tex").read_text()
+        assert f"\\label{{tab:render-e2e-{name}}}" in tex
+        assert (tmp_path / "tables" / f"render-e2e-{name}.md").is_file()
+    assert (tmp_path / "figures" / "render-e2e-frontier.pdf").is_file()
+    values = rep.macro_values()  # before write_error_vs_kl: no correlation macros yet
+    assert values["HeadlineRatio"] == "5.00" and values["HeadlineKl"] == "0.0060"
+    assert values["BestPeer"] == "TurboQuant +sink" and values["NScored"] == "7" and values["NScoredTotal"] == "21"
+    assert values["TuningPassages"] == "3"
+    rho = rep.write_error_vs_kl()  # the fixture's errors are 10x and 20x its KL: a perfect ordering
+    assert rho["k"][0] == rho["v"][0] == 1.0 and (tmp_path / "figures" / "render-e2e-mse-vs-kl.pdf").is_file()
+    rep.write_macros()
+    stored = json.loads((tmp_path / "variables" / "render-e2e.json").read_text())["values"]
+    assert stored["Headline"] == "ours-5x" and stored["OursKlTenRatio"] == values["OursKlTenRatio"]
+    assert stored["Rho k"] == "1.00" and stored["Rho points"] == "4"
