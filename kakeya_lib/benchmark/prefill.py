@@ -1,0 +1,91 @@
+"""The codec's overhead on a model prefill of the same tokens (:func:`forward_overhead`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import codecs
+from .device import device_env
+from .measure import median, validate
+
+PREFILL_OVERHEAD_TARGET_PCT = 10.0
+
+
+# -- the model forward pass --------------------------------------------------------------------
+def forward_overhead(model: Any, input_ids: Sequence[int], specs: Sequence[str], repeat: int = 3,
+                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Prefill cost of ``model`` on ``input_ids`` (one sequence) against the codec time for the
+    K and V rows that prefill produces.
+
+    A prefill of T tokens leaves ``T·n_kv`` rows of width ``head_dim`` per layer and stream (K,
+    V); the codec is run on every one of those ``2·layers`` arrays (pre-RoPE rows captured from
+    the same tokens, token-major with the heads interleaved, as the harness codes them), so the
+    overhead is ``codec seconds / prefill seconds`` for exactly the work one prefill asks of it.
+    The prefill is timed on the stock model (``use_cache=True``) before the capture patches it.
+    """
+    import torch  # noqa: PLC0415
+
+    from ..llm.capture import capture_passage  # noqa: PLC0415  (torch only for this measurement)
+
+    ids = torch.tensor([list(input_ids)], dtype=torch.long)
+    validate(specs, [1], [1], repeat)
+    with torch.no_grad():
+        model(ids, use_cache=True)  # warm-up
+        fwd = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            model(ids, use_cache=True)
+            fwd.append(time.perf_counter() - t0)
+    forward_s = median(fwd)
+    tensors = capture_passage(model, list(input_ids))
+    n_layers = len({k.split(".")[0] for k in tensors})
+    arrays = []
+    for i in range(n_layers):
+        for stream in ("k", "v"):
+            t = tensors[f"layer{i}.{stream}"]  # [n_kv, T, D]
+            h, n, d = t.shape
+            arrays.append(np.ascontiguousarray(t.permute(1, 0, 2).reshape(n * h, d).numpy(), dtype=np.float32))
+    n_kv, tokens, head_dim = (int(s) for s in tensors["layer0.k"].shape)
+    total_rows = sum(a.shape[0] for a in arrays)
+    mb = sum(a.nbytes for a in arrays) / 1e6
+    rows = []
+    with device_env(np):
+        for spec in specs:
+            codec = codecs.get(codecs.for_heads(spec, n_kv))
+            codec.decode(codec.encode(arrays[0]), device="cpu")  # warm-up
+            enc_runs, dec_runs, nbytes = [], [], 0
+            for _ in range(repeat):
+                enc = dec = 0.0
+                nbytes = 0
+                for a in arrays:
+                    t0 = time.perf_counter()
+                    blob = codec.encode(a)
+                    t1 = time.perf_counter()
+                    codec.decode(blob, device="cpu")
+                    dec += time.perf_counter() - t1
+                    enc += t1 - t0
+                    nbytes += len(blob)
+                enc_runs.append(enc)
+                dec_runs.append(dec)
+            enc_s, dec_s = median(enc_runs), median(dec_runs)
+            row = {
+                "codec": codec.spec, "tokens": tokens, "layers": n_layers, "kv_heads": n_kv, "head_dim": head_dim,
+                "arrays": len(arrays), "rows_total": total_rows, "input_MB": mb, "bytes": nbytes,
+                "ratio_vs_bf16": 2.0 * total_rows * head_dim / nbytes,
+                "forward_s": forward_s, "encode_s": enc_s, "decode_s": dec_s,
+                "encode_MBps": mb / enc_s, "decode_MBps": mb / dec_s,
+                "encode_overhead_pct": 100.0 * enc_s / forward_s,
+                "roundtrip_overhead_pct": 100.0 * (enc_s + dec_s) / forward_s,
+                "target_pct": PREFILL_OVERHEAD_TARGET_PCT,
+                "pass": bool(100.0 * enc_s / forward_s < PREFILL_OVERHEAD_TARGET_PCT),
+            }
+            rows.append(row)
+            if log:
+                log(f"forward {tokens} tokens {forward_s:.3f} s; {codec.spec}: encode {enc_s:.3f} s "
+                    f"({row['encode_overhead_pct']:.1f} %), decode {dec_s:.3f} s")
+    return {"forward_s": forward_s, "forward_s_all": fwd, "tokens": tokens, "torch_threads": torch.get_num_threads(),
+            "results": rows}
