@@ -231,7 +231,6 @@ def _calibration_kwargs(args: argparse.Namespace, loaded: Any, plans: list[Any])
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .llm.evaluate import evaluate  # noqa: PLC0415
-
     from .llm.plan import KVPlan  # noqa: PLC0415
 
     if args.recipe:

@@ -13,11 +13,11 @@ import torch
 from kakeya_lib import rope
 from kakeya_lib.codecs import kakeya as kakeya_codec
 from kakeya_lib.errors import CorruptBlobError, InputError
-from kakeya_lib.llm import corpora, qprecond
+from kakeya_lib.layout import tensor_to_rows
+from kakeya_lib.llm import corpora, qprecond, whitening
 from kakeya_lib.llm.cache import CompressedCache
 from kakeya_lib.llm.capture import capture_passage
 from kakeya_lib.llm.evaluate import evaluate_many
-from kakeya_lib.layout import tensor_to_rows
 from kakeya_lib.llm.models import tiny_model
 from kakeya_lib.llm.plan import KVPlan, resolve_plan
 from kakeya_lib.llm.prerope import make_cache, patch_model
@@ -58,34 +58,34 @@ def test_sigma_equals_the_hand_computed_pooled_covariance():
 
 def test_gqa_pools_contiguous_query_heads():
     q = torch.randn(6, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    gram = qprecond.pooled_gram(q, 2)  # 3 query heads per KV head
+    gram = whitening.pooled_gram(q, 2)  # 3 query heads per KV head
     expect0 = sum(q[i].T @ q[i] for i in (0, 1, 2)).numpy()
     strided0 = sum(q[i].T @ q[i] for i in (0, 2, 4)).numpy()
     np.testing.assert_allclose(gram[0], expect0)
     assert not np.allclose(gram[0], strided0)
     with pytest.raises(InputError, match="split"):
-        qprecond.pooled_gram(q, 4)
+        whitening.pooled_gram(q, 4)
 
 
 def test_ridge_and_condition_cap():
     rng = np.random.default_rng(0)
     u, _ = np.linalg.qr(rng.normal(size=(8, 8)))
     sigma = u @ np.diag(np.logspace(-6, 2, 8)) @ u.T
-    reg, shifts = qprecond.regularise(sigma, ridge=1e-3)
+    reg, shifts = whitening.regularise(sigma, ridge=1e-3)
     np.testing.assert_allclose(reg - sigma, shifts["ridge_add"] * np.eye(8), atol=1e-12)
     assert shifts["ridge_add"] == pytest.approx(1e-3 * np.mean(np.diag(sigma)))
     for cap in (5.0, 50.0):
-        capped, s = qprecond.regularise(sigma, ridge=1e-3, cond_cap=cap)
-        chol, _ = qprecond.cholesky_pair(capped)
+        capped, s = whitening.regularise(sigma, ridge=1e-3, cond_cap=cap)
+        chol, _ = whitening.cholesky_pair(capped)
         assert np.linalg.cond(chol) <= cap * (1 + 1e-9)
         assert np.linalg.cond(chol) == pytest.approx(cap, rel=1e-6)  # the smallest shift that meets the cap
         assert s["tikhonov"] > 0
-    loose, s = qprecond.regularise(np.diag([1.0, 2.0, 3.0]), ridge=0.0, cond_cap=10.0)
+    loose, s = whitening.regularise(np.diag([1.0, 2.0, 3.0]), ridge=0.0, cond_cap=10.0)
     assert s["tikhonov"] == 0.0 and np.allclose(loose, np.diag([1.0, 2.0, 3.0]))
     with pytest.raises(InputError, match="not positive definite"):
-        qprecond.cholesky_pair(np.diag([1.0, 0.0]))
+        whitening.cholesky_pair(np.diag([1.0, 0.0]))
     with pytest.raises(InputError, match="usable"):
-        qprecond.regularise(np.zeros((3, 3)))
+        whitening.regularise(np.zeros((3, 3)))
 
 
 def test_cholesky_inverse_and_whiten_roundtrip_on_rows_and_tensors():
@@ -110,7 +110,7 @@ def test_whitened_mse_is_the_query_weighted_error():
     qp = qprecond.calibrate(model, IDS, skip=(), ridge=0.0)
     rng = np.random.default_rng(2)
     e = rng.normal(size=16)  # a key error of head 1 in layer 1
-    sigma_reg, _ = qprecond.regularise(qp.sigma[1][1], 0.0)
+    sigma_reg, _ = whitening.regularise(qp.sigma[1][1], 0.0)
     lhs = float(np.sum((e @ qp.chol[1][1]) ** 2))
     assert lhs == pytest.approx(float(e @ sigma_reg @ e), rel=1e-9)
     # ... and that is the mean squared score error over the calibration queries of KV head 1
@@ -141,9 +141,9 @@ def test_rope_average_equals_the_brute_force_average(convention, weighted):
     w = np.full(ctx, 1 / ctx) if weights is None else weights / weights.sum()
     brute = sum(w[k] * _rotation(k, d, theta, convention) @ sigma @ _rotation(k, d, theta, convention).T
                 for k in range(ctx))
-    fast = qprecond.rope_average(sigma, inv_freq, ctx, weights, convention)
+    fast = whitening.rope_average(sigma, inv_freq, ctx, weights, convention)
     np.testing.assert_allclose(fast, brute, rtol=1e-5, atol=1e-5 * np.abs(sigma).max())
-    batched = qprecond.rope_average(np.stack([sigma, 2 * sigma]), inv_freq, ctx, weights, convention)
+    batched = whitening.rope_average(np.stack([sigma, 2 * sigma]), inv_freq, ctx, weights, convention)
     np.testing.assert_allclose(batched[1], 2 * fast, rtol=1e-12)
 
 
@@ -157,7 +157,7 @@ def test_rope_metric_is_the_score_error_at_that_offset(convention):
     qr = rope.apply_rope(q[None].astype(np.float32), [m], theta, convention)[0]
     er = rope.apply_rope(e[None].astype(np.float32), [n], theta, convention)[0]
     inv_freq = theta ** (-np.arange(0, d, 2) / d)
-    metric = qprecond.rope_average(np.outer(q, q), inv_freq, weights=np.eye(m - n + 1)[m - n], convention=convention)
+    metric = whitening.rope_average(np.outer(q, q), inv_freq, weights=np.eye(m - n + 1)[m - n], convention=convention)
     assert float(qr @ er) ** 2 == pytest.approx(float(e @ metric @ e), rel=1e-4)
 
 
@@ -165,8 +165,8 @@ def test_rope_variant_calibration_averages_the_plain_sigma():
     model = tiny_model("llama")
     plain = qprecond.calibrate(model, IDS, skip=())
     roped = qprecond.calibrate(model, IDS, skip=(), variant="rope", rope_ctx=32)
-    inv_freq = qprecond.rope_frequencies(model, 1)
-    np.testing.assert_allclose(roped.sigma[1], qprecond.rope_average(plain.sigma[1], inv_freq, 32), rtol=1e-10)
+    inv_freq = whitening.rope_frequencies(model, 1)
+    np.testing.assert_allclose(roped.sigma[1], whitening.rope_average(plain.sigma[1], inv_freq, 32), rtol=1e-10)
     assert roped.meta["variant"] == "rope" and roped.meta["rope_ctx"] == 32
     gemma = tiny_model("gemma3")
     assert qprecond.calibrate(gemma, IDS[:1], variant="rope").layers == [2]  # only the full-attention layer
@@ -247,8 +247,8 @@ class _Renormaliser:
 
 def test_renormalising_codecs_are_refused(monkeypatch):
     with pytest.raises(InputError, match="renormalises every vector"):
-        qprecond.check_codec(_Renormaliser())
-    qprecond.check_codec("kakeya:bits=3")  # fine
+        whitening.check_codec(_Renormaliser())
+    whitening.check_codec("kakeya:bits=3")  # fine
     from kakeya_lib.codecs.turboquant import TurboQuantCodec
 
     monkeypatch.setattr(TurboQuantCodec, "renormalises_per_vector", True, raising=False)

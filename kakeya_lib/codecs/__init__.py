@@ -19,8 +19,8 @@ from .identity import IdentityCodec
 from .intq import IntCodec
 from .kakeya import KakeyaCodec
 from .kivi import KiviCodec
-from .turboquant import TurboQuantCodec
 from .spec import build_params, format_spec, split_spec
+from .turboquant import TurboQuantCodec
 
 _REGISTRY: dict[str, type[Codec]] = {}
 

@@ -52,11 +52,29 @@ import numpy as np
 
 from .. import floats
 from ..backend import to_device, to_host
-from ..bitpack import bits_for, pack_bits, pack_bits_wide, packed_nbytes, packed_nbytes_wide, unpack_bits, unpack_bits_wide
+from ..bitpack import (
+    bits_for,
+    pack_bits,
+    pack_bits_wide,
+    packed_nbytes,
+    packed_nbytes_wide,
+    unpack_bits,
+    unpack_bits_wide,
+)
 from ..container import Container
 from ..errors import CorruptBlobError, InputError
 from ..paths import CACHE_DIR
-from ..stages import besicovitch, kmeans, lloyd_max, outliers, pca, rsvd, scalarq, uniform, wht
+from ..stages import (
+    besicovitch,
+    kmeans,
+    lloyd_max,
+    outliers,
+    pca,
+    rsvd,
+    scalarq,
+    uniform,
+    wht,
+)
 from ..timing import STAGES
 from .base import Codec, as_host_bytes
 

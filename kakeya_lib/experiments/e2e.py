@@ -34,6 +34,7 @@ from .. import codecs
 from ..codecs.spec import split_pair
 from ..errors import InputError
 from ..llm import recipes as recipe_lib
+from ..llm import whitening
 from ..llm.plan import KVPlan
 from ..store import Cell, CellResult, Store
 from .plans import ablation_ladder, depth_compounding
@@ -426,9 +427,7 @@ class Session:
 
     def rope_frequencies(self) -> dict[int, Any]:
         """Each compressible layer's RoPE frequency table [D/2]."""
-        from ..llm.qprecond import rope_frequencies  # noqa: PLC0415
-
-        return {layer: rope_frequencies(self.model, layer) for layer in self.layers()}
+        return {layer: whitening.rope_frequencies(self.model, layer) for layer in self.layers()}
 
     def capture_kv(self, ctx: int, n: int) -> list[dict[str, Any]]:
         """Pre-RoPE K and V ([n_kv, T, D] float32 numpy) of every layer for ``n`` passages of ``ctx`` tokens."""

@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..layout import rows_to_tensor, tensor_to_rows
 from .plan import KVPlan, ResolvedPlan, resolve_plan
 from .prerope import PreRopeCache
-from .qprecond import apply_transform
+from .whitening import apply_transform
 
 # What a compressed layer stores its exact (sink and hot) tokens in: the ratio's denominator is
 # bf16 everywhere, so these tokens are held, and billed, at bf16's 2 bytes per element.

@@ -40,7 +40,7 @@ from ..layout import rows_to_tensor, tensor_to_rows
 from .models import full_attention_layers
 from .plan import KVPlan, ResolvedPlan, as_plans, resolve_plan
 from .prerope import PreRopeCache, make_cache, patch_model
-from .qprecond import apply_transform
+from .whitening import apply_transform
 
 __all__ = ["KVPlan", "ResolvedPlan", "evaluate", "evaluate_many", "full_attention_layers", "resolve_plan"]
 

@@ -27,7 +27,7 @@ from . import codebooks, corpora, kvtc_calib
 from . import qprecond as qpm
 from .codebooks import eligible
 from .models import family_of, full_attention_layers
-from .qprecond import check_codec
+from .whitening import check_codec
 
 QPRECOND_VARIANTS = ("plain", "rope")
 

@@ -19,7 +19,15 @@ import numpy as np
 
 from ..backend import host_rng, to_device
 from ..errors import InputError
-from .pca import EPS, VARIANCE_SLACK, PcaFit, centred_weighted, finish_fit, rank_for_variance, weighted_mean
+from .pca import (
+    EPS,
+    VARIANCE_SLACK,
+    PcaFit,
+    centred_weighted,
+    finish_fit,
+    rank_for_variance,
+    weighted_mean,
+)
 
 RSVD_SEED_OFFSET = 0x9E37_79B9_7F4A_7C15
 
