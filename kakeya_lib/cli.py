@@ -13,6 +13,8 @@ Sub-commands::
     kakeya recipes                                  built-in recipe names, one per line
 
 Bad input exits with status 2 and one line on stderr naming the problem.
+
+One concept (over 400 lines): the command line, one function per verb plus its argument parser.
 """
 
 from __future__ import annotations

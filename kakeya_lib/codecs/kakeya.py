@@ -38,6 +38,8 @@ Byte layout: sections ``blocks`` (per block: d_eff u16, k_eff u16, n_outliers u3
 ``skeleton``, ``centres``, ``codes``, ``norms``, ``outliers``, ``entropy`` (rANS streams of the
 quantiser indices, ``entropy=1``) and, for a custom codebook, ``codebook``; within each section
 the blocks follow each other in order.
+
+One concept (over 400 lines): the kakeya codec, its parameters, block table and byte layout.
 """
 
 from __future__ import annotations

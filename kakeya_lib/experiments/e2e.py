@@ -21,6 +21,8 @@ A :class:`Session` holds one model + corpus and loads the model only when a cell
 to be computed, so a notebook whose results are all in the store runs in seconds;
 :func:`run_task` reads a cell from the store or computes it with a session. Plans run side by
 side on the same passages (:func:`evaluate_rows`).
+
+One concept (over 400 lines): end-to-end analyses as store cells (tasks, their plans, the session that runs them).
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ reported ``k_rel_mse`` stays in the original key space (comparable across plans)
 ``k_rel_mse_whitened`` adds the error in the whitened space, i.e. the query-weighted error
 ``E_q[(qᵀ(k − k̂))²]`` relative to ``E_q[(qᵀk)²]`` (up to the ridge; for the ``rope`` variant the
 query covariance averaged over RoPE offsets), over the whitened layers.
+
+One concept (over 400 lines): the evaluation harness, from passages to the scored result of every plan.
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ pre-RoPE K/V (:func:`~kakeya_lib.llm.capture.capture_passage`), drops each passa
 ``protect_tokens`` tokens (the plan keeps them exact; the codec never sees them), fits, saves,
 and returns the artifact name, which is derived from everything the artifact depends on
 (model fingerprint, corpus, passage tokens, ctx, passage count, protected tokens, fit options).
+
+One concept (over 400 lines): KVTC's per-model calibration, from fitting to the stored artifact.
 """
 
 from __future__ import annotations

@@ -43,6 +43,8 @@ n_q, n_kv, layers, ctx, passages, corpus, ridge, cond cap, variant, skipped laye
 diagnostics, provenance). Saved under ``CALIB_DIR`` (``.cache/calib``) by a name derived from
 (model, corpus, ctx, passages, variant, ridge, cap) plus a fingerprint of the model weights and
 the passages. No pickle.
+
+One concept (over 400 lines): the query-whitening artifact, from calibration to the saved file.
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ The public entry points for callers (the ``besicovitch`` codec and the kakeya co
 K-residual option): :class:`BesiConfig`, :func:`encode_groups` → :class:`GroupCodes`,
 :func:`decode_groups`, :func:`codes_to_bytes` / :func:`codes_from_bytes`, :func:`group_scales`.
 All array functions take ``xp`` (numpy or CuPy) and work in float32.
+
+One concept (over 400 lines): the Besicovitch group code, its codebooks and magnitude modes.
 """
 
 from __future__ import annotations

@@ -53,6 +53,8 @@ Supported: alphabets of 2..:data:`MAX_ALPHABET` symbols, ``prob_bits`` 1..16 (ra
 ``ceil(log2(P))`` when a stream has more distinct symbols than ``2**prob_bits``), at most
 :data:`MAX_LANES` lanes, streams of 1 .. 2**32-1 symbols. Host numpy only: move CuPy arrays to the
 host first. Output is a deterministic function of the input (byte-identical across runs).
+
+One concept (over 400 lines): the rANS coder and its self-delimiting stream format.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The package's modules import each other without cycles (function-level imports included).
+"""The package's shape: modules import each other without cycles (function-level imports
+included), and a module over ~400 lines says which one concept it holds.
 
 A cycle hidden behind a function-level import still ties two concepts together and breaks the
 moment someone hoists the import; the graph below counts every ``import`` statement between the
@@ -104,3 +105,11 @@ def test_the_row_layout_is_one_module_without_torch():
     tree = _ast.parse((PACKAGE_DIR / "layout.py").read_text())
     top_level = [n for n in tree.body if isinstance(n, (_ast.Import, _ast.ImportFrom))]
     assert all("torch" not in _ast.unparse(n) for n in top_level)
+
+
+def test_a_long_module_names_its_one_concept():
+    for name, path in module_files().items():
+        text = path.read_text()
+        if len(text.splitlines()) > 420:
+            doc = ast.get_docstring(ast.parse(text)) or ""
+            assert "One concept" in doc, f"{name} has {len(text.splitlines())} lines: split it, or say its one concept"
