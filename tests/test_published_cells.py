@@ -25,6 +25,10 @@ def test_paper_cells_are_not_imported_and_come_from_a_clean_tree(cell_dir):
     prov = json.loads((cell_dir / "provenance.json").read_text())
     assert "imported_from" not in json.dumps(prov), "a published cell must be computed, not imported"
     assert prov["git"]["sha"] and prov["git"]["dirty"] is False, "computed from a dirty tree"
+    # it lies where the store looks for it, so a rerun finds it instead of recomputing it
+    c = json.loads((cell_dir / "config.json").read_text())
+    cell = Cell(c["profile"], c["model"], c["corpus"], c["analysis"], c["label"], c["params"])
+    assert RESULTS_DIR / cell.relpath == cell_dir, f"stored at {cell_dir}, the store looks in {cell.relpath}"
 
 
 def test_new_cells_record_their_thread_counts():
