@@ -23,10 +23,12 @@ write and find the same cells)::
       ablation: {}
       depth: {depths: [1, 4, 16, 30]}
       long_context: {sizes: [{ctx: 2048, n_passages: 48}], pairs: ["turboquant:bits=4"], recipes: [ours-5x]}
+      mse: {ctx_lengths: [256, 1024, 4096]}   # exp-mse's cells (configs default to the seed's MSE table)
 
 The tuning cell reads passages of the corpus's ``calib`` split; every other cell reads ``eval``.
 
-:func:`expand` turns it into :class:`~.experiments.e2e.Task`\\ s; :func:`run_local` and
+:func:`expand` turns it into cell tasks (:class:`~.experiments.e2e.Task`, and
+:class:`~.experiments.mse_tasks.MseTask` for ``analyses.mse``); :func:`run_local` and
 :func:`run_dask` run them. Each cell is a library call (no subprocess) through :func:`run_cell`:
 a cell already in the store is skipped, a computed cell is written atomically, and a cell that
 raises (a bad spec, an unknown recipe) is recorded as failed with its error while the sweep
@@ -46,10 +48,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import InputError
-from .experiments import e2e
+from .experiments import e2e, mse_tasks
 from .paths import RESULTS_DIR
 from .store import Store
 
+# what a sweep runs: an end-to-end cell or an exp-mse cell (both have cell, seed, compute, provenance)
+CellTask = e2e.Task | mse_tasks.MseTask
 _TOP_KEYS = {"profile", "models", "corpora", "settings", "seed", "device", "sizes", "analyses", "name"}
 _SIZE_KEYS = {"ctx", "n_eval", "n_passages", "calib_passages"}
 _ANALYSIS_KEYS = {
@@ -60,6 +64,9 @@ _ANALYSIS_KEYS = {
     "ablation": set(),
     "depth": {"depths"},
     "long_context": {"sizes", "pairs", "recipes", "entries"},
+    # the exp-mse cells (mse/layers on n_passages captured passages of ctx tokens, mse/ctx_scaling
+    # on the first one; n_eval is not used by them)
+    "mse": {"configs", "rope_configs", "scaling_configs", "ctx_lengths"},
 }
 _SERIES_KEYS = {"base", "points"}
 
@@ -71,7 +78,7 @@ class Sweep:
     name: str
     profile: str
     device: str
-    tasks: tuple[e2e.Task, ...]
+    tasks: tuple[CellTask, ...]
 
 
 def _check_keys(where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
@@ -129,7 +136,7 @@ def expand(spec: Mapping[str, Any], name: str = "sweep") -> Sweep:
         if kind == "tables":
             _check_tables(settings)
     profile = str(spec["profile"])
-    tasks: list[e2e.Task] = []
+    tasks: list[CellTask] = []
     if "settings" in spec:
         settings_list = [_setting(i, pair) for i, pair in enumerate(spec["settings"])]
     else:
@@ -139,7 +146,7 @@ def expand(spec: Mapping[str, Any], name: str = "sweep") -> Sweep:
             size = _size(f"sizes[{i}]", raw, seed)
             for kind, settings in analyses.items():
                 tasks += _tasks(kind, dict(settings or {}), profile, model, corpus, size, seed)
-    seen: dict[str, e2e.Task] = {}
+    seen: dict[str, CellTask] = {}
     for t in tasks:  # the same cell twice (e.g. one long-context size listed twice) runs once
         seen.setdefault(str(t.cell.relpath), t)
     return Sweep(str(spec.get("name", name)), profile, device, tuple(seen.values()))
@@ -170,7 +177,7 @@ def _check_tables(tables: Any) -> None:
 
 
 def _tasks(kind: str, s: dict[str, Any], profile: str, model: str, corpus: str, size: e2e.Size, seed: int
-           ) -> list[e2e.Task]:
+           ) -> list[CellTask]:
     """The tasks of one analysis for one model, corpus and size."""
     if kind == "head_to_head":
         pairs = s.get("pairs", [] if (s.get("recipes") or s.get("entries")) else e2e.BASELINE_PAIRS)
@@ -190,6 +197,12 @@ def _tasks(kind: str, s: dict[str, Any], profile: str, model: str, corpus: str, 
         return [e2e.ablation(profile, model, corpus, size)]
     if kind == "depth":
         return [e2e.depth(profile, model, corpus, size, s["depths"])]
+    if kind == "mse":
+        configs = s.get("configs") or None
+        return [mse_tasks.layers_task(profile, model, corpus, size.ctx, size.n_passages, seed, configs,
+                                      s.get("rope_configs") or None),
+                mse_tasks.ctx_scaling_task(profile, model, corpus, size.ctx, s.get("ctx_lengths") or [size.ctx], seed,
+                                           configs, s.get("scaling_configs") or mse_tasks.SCALING_CONFIGS)]
     out = []
     for j, long_raw in enumerate(s.get("sizes", [])):
         long = _size(f"analyses.long_context.sizes[{j}]", long_raw, seed, size)
@@ -227,7 +240,7 @@ def _session(model: str, corpus: str, seed: int) -> e2e.Session:
     return _SESSIONS[key]
 
 
-def run_cell(task: e2e.Task, store_root: str, force: bool = False, device: str = "cpu") -> dict[str, Any]:
+def run_cell(task: CellTask, store_root: str, force: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Run one cell where it lands (in-process or on a worker); never raises for a failing cell.
 
     Returns ``{"cell", "status": "skipped"|"computed"|"failed", "error", "seconds", "pid"}``.
@@ -241,7 +254,7 @@ def run_cell(task: e2e.Task, store_root: str, force: bool = False, device: str =
     if device == "gpu":
         os.environ["KAKEYA_DEVICE"] = "gpu"  # codecs run on CuPy here; never a silent CPU fallback
     try:
-        e2e.run_task(store, task, _session(task.cell.model, task.cell.corpus, task.size.seed), force=force)
+        e2e.run_task(store, task, _session(task.cell.model, task.cell.corpus, task.seed), force=force)
         status = "computed"
     except Exception as exc:  # noqa: BLE001  (a deterministic failure is a result: record it, go on)
         status = "failed"
@@ -260,7 +273,7 @@ def run_cell(task: e2e.Task, store_root: str, force: bool = False, device: str =
 def run_local(sweep: Sweep, store_root: str | os.PathLike = RESULTS_DIR, force: bool = False,
               progress: bool = True) -> list[dict[str, Any]]:
     """Every cell in this process, one at a time."""
-    tasks: Iterable[e2e.Task] = sweep.tasks
+    tasks: Iterable[CellTask] = sweep.tasks
     if progress:
         from tqdm.auto import tqdm  # noqa: PLC0415
 

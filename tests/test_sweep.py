@@ -12,7 +12,7 @@ import pytest
 
 from kakeya_lib import sweep
 from kakeya_lib.errors import InputError
-from kakeya_lib.experiments import e2e
+from kakeya_lib.experiments import e2e, mse_tasks
 from kakeya_lib.store import Store
 
 PAIRS = ["identity", "kakeya:bits=2,block=64", "turboquant:bits=3"]
@@ -73,6 +73,20 @@ def test_long_context_with_named_entries_adds_no_default_pair():
     assert [p.label for _, p in named.plans()] == ["ours-5x", "TQ-4 +sink"]
     (default,) = sweep.expand({**grid(1), "analyses": {"long_context": {"sizes": long["sizes"]}}}).tasks
     assert [p.label for _, p in default.plans()] == e2e.LONG_CONTEXT_PAIRS
+
+
+def test_the_mse_analysis_builds_the_notebook_cells_and_computes_them(tmp_path):
+    configs = {"ref": "identity", "tq": "turboquant:bits=3"}
+    mse = {"configs": configs, "rope_configs": ["ref"], "scaling_configs": ["tq"], "ctx_lengths": [16, 32]}
+    layers, scaling = sweep.expand({**grid(1, 2), "analyses": {"mse": mse}}).tasks
+    assert layers.cell == mse_tasks.layers_task("smoke", "tiny-llama", "sotu", 32, 2, 0, configs, ["ref"]).cell
+    assert scaling.cell == mse_tasks.ctx_scaling_task("smoke", "tiny-llama", "sotu", 32, [16, 32], 0, configs, ["tq"]).cell
+    out = sweep.run_local(sweep.expand({**grid(1, 2), "analyses": {"mse": mse}}), tmp_path, progress=False)
+    assert [o["status"] for o in out] == ["computed", "computed"]
+    rows = {str(c.cell.relpath): c.rows for c in Store(tmp_path).cells("smoke")}
+    ident = [r for r in rows[str(layers.cell.relpath)] if r["config"] == "ref"]
+    assert ident and all(r["rel_mse"] == 0.0 for r in ident)  # identity codes every layer exactly
+    assert [r["ctx"] for r in rows[str(scaling.cell.relpath)]] == [16, 32]
 
 
 def test_local_run_then_rerun_does_no_work_and_failures_are_recorded(tmp_path):

@@ -219,6 +219,14 @@ class Task:
     def split(self) -> str:
         return "calib" if self.kind == "tuning" else "eval"
 
+    @property
+    def seed(self) -> int:
+        """The passage seed of the session that computes this cell."""
+        return self.size.seed
+
+    def provenance(self, session: "Session") -> Mapping[str, Any]:
+        return session.provenance()
+
     def plans(self, session: "Session | None" = None) -> LabelledPlans:
         if self.kind in ("head_to_head", "long_context"):
             return entry_plans(self.args["entries"])
@@ -335,11 +343,15 @@ def long_context(profile: str, model: str, corpus: str, size: Size, pairs: Seque
                 size, {"entries": list(every)})
 
 
-def run_task(store: Store, task: Task, session: "Session", force: bool = False) -> CellResult:
-    """The task's rows from the store, or computed with ``session`` and stored (atomically)."""
+def run_task(store: Store, task: Any, session: "Session", force: bool = False) -> CellResult:
+    """The task's rows from the store, or computed with ``session`` and stored (atomically).
+
+    ``task`` is a :class:`Task` or any cell task with ``cell``, ``compute(session)`` and
+    ``provenance(session)`` (e.g. :class:`.mse_tasks.MseTask`).
+    """
     if (session.model_name, session.corpus) != (task.cell.model, task.cell.corpus):
         raise ValueError(f"session is {session.model_name}/{session.corpus}, task wants {task.cell.model}/{task.cell.corpus}")
-    return store.run(task.cell, lambda: task.compute(session), force=force, provenance_extra=session.provenance())
+    return store.run(task.cell, lambda: task.compute(session), force=force, provenance_extra=task.provenance(session))
 
 
 class _ByteTokenizer:
