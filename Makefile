@@ -70,8 +70,10 @@ notebooks: compute render
 compute: setup
 	$(foreach nb,$(COMPUTE_NB),$(call run_notebook,$(nb),$(FORCE_ARG)))
 
-# Render notebooks read the store and rewrite paper/generated/ (cheap; always rerun).
+# Render notebooks read the store and rewrite paper/generated/ (cheap; always rerun). The folder is
+# emptied first: a table another profile wrote must never stand in for one this profile lacks.
 render: setup
+	rm -rf paper/generated/tables paper/generated/figures paper/generated/variables
 	$(foreach nb,$(RENDER_NB),$(call run_notebook,$(nb),))
 
 book/_vendor/mathjax/tex-chtml.js:
