@@ -99,8 +99,11 @@ def cmd_codecs(args: argparse.Namespace) -> int:
         from .codecs.reference import markdown_reference  # noqa: PLC0415  (only for this verb)
 
         out = Path(args.markdown)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown_reference())
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(markdown_reference())
+        except OSError as exc:
+            raise CliError(f"cannot write the spec-key reference to {str(out)!r}: {exc.strerror or exc}") from exc
         print(out)
         return 0
     for name in codecs.names():

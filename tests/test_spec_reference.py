@@ -26,3 +26,6 @@ def test_markdown_page_has_one_table_row_per_key(tmp_path):
     assert "| `pca` | `exact` | one of: exact, rsvd, none |" in page and ":mod:" not in page
     out = tmp_path / "ref.md"
     assert cli.main(["codecs", "--markdown", str(out)]) == 0 and out.read_text() == page
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert cli.main(["codecs", "--markdown", str(blocker / "ref.md")]) == 2  # one clear line, no traceback

@@ -87,6 +87,9 @@ def test_the_mse_analysis_builds_the_notebook_cells_and_computes_them(tmp_path):
     ident = [r for r in rows[str(layers.cell.relpath)] if r["config"] == "ref"]
     assert ident and all(r["rel_mse"] == 0.0 for r in ident)  # identity codes every layer exactly
     assert [r["ctx"] for r in rows[str(scaling.cell.relpath)]] == [16, 32]
+    for bad in ({**mse, "scaling_configs": ["nope"]}, {**mse, "ctx_lengths": [16, 64]}):  # 64 > ctx 32
+        with pytest.raises(InputError, match="scaling configs|ctx_lengths"):
+            sweep.expand({**grid(1, 2), "analyses": {"mse": bad}})
 
 
 def test_local_run_then_rerun_does_no_work_and_failures_are_recorded(tmp_path):

@@ -19,6 +19,7 @@ from ..paths import GENERATED_DIR, REPO_ROOT
 from ..store import CellResult, Store
 from . import e2e_tables as tables
 from .error_vs_kl import rank_correlation_ci
+from .plans import SEED_STAGES
 
 STEM = "render-e2e"
 
@@ -328,7 +329,7 @@ class E2EReport:
         if not ablation:
             return {}
         rows = ablation.rows
-        seed_rungs = [r for r in rows if not r["stage"].startswith(("ours", "+ sink", "+ 8-bit", "+ entropy"))]
+        seed_rungs = [r for r in rows if r["stage"] in SEED_STAGES]
         values = {"AblationFirstKl": f"{rows[0]['kl_mean']:.3f}",
                   "AblationSeedBestKl": f"{min(r['kl_mean'] for r in seed_rungs):.4f}",
                   "AblationOursLastKl": f"{rows[-1]['kl_mean']:.4f}",

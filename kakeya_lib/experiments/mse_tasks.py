@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ..errors import InputError
 from ..store import Cell
 from . import mse_tables
 
@@ -64,6 +65,11 @@ def ctx_scaling_task(profile: str, model: str, corpus: str, ctx: int, lengths: S
                      configs: Mapping[str, str] | None = None, names: Sequence[str] = SCALING_CONFIGS) -> MseTask:
     """The ``mse/ctx_scaling`` cell: the whole-cache ratio of ``names`` at each prefix length."""
     specs = mse_tables.resolve_configs(configs or mse_tables.SEED_TABLE_CONFIGS)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise InputError(f"scaling configs {unknown} are not among the configurations {sorted(specs)}")
+    if not lengths or any(not isinstance(t, int) or not 1 <= t <= ctx for t in lengths):
+        raise InputError(f"ctx_lengths must be integers in 1..ctx={ctx}, got {list(lengths)}")
     chosen = {n: specs[n] for n in names}
     cell = Cell(profile, model, corpus, "mse/ctx_scaling", f"ctx{ctx}",
                 {"ctx": ctx, "seed": seed, "lengths": list(lengths), "configs": chosen})

@@ -74,6 +74,8 @@ _SEED_LADDER: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("+ boundary layers (2+2 exact)", "kakeya:vr=1.0,k=16,bits=3,outlier=2.0", "",
      {"qprecond": "calib", "calibrated_codebook": True, "boundary": 2}),
 )
+# the seed branch's rung names (the render tells the two branches apart by them)
+SEED_STAGES = tuple(stage for stage, *_ in _SEED_LADDER)
 # Our branch ends at the tuned recipe itself ("recipe:NAME": its specs and exact tokens), so the
 # ladder's last row is the headline configuration, not a neighbour of it.
 _OURS_LADDER: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
