@@ -9,6 +9,7 @@ package's own modules, wherever it sits.
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import kakeya_lib
@@ -121,8 +122,6 @@ MAX_NOTEBOOK_CODE_LINES = 50  # notebooks call library functions; logic lives (a
 
 def notebook_code_lines(path: Path) -> int:
     """Non-blank, non-comment lines over a notebook's code cells."""
-    import json  # noqa: PLC0415
-
     cells = json.loads(path.read_text())["cells"]
     lines = ("".join(c["source"]).splitlines() for c in cells if c["cell_type"] == "code")
     return sum(1 for cell in lines for line in cell if line.strip() and not line.strip().startswith("#"))

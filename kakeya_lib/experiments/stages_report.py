@@ -109,7 +109,7 @@ class StagesReport:
         """The numbers the method section quotes."""
         lm, un, wht = self._by_bits("lloyd-max"), self._by_bits("uniform"), self.wht
         best = self.rsvd.pivot_table(index="rank", columns="method", values="residual_share")
-        two_power = [c for c in best if c.endswith("q=2")][0]
+        two_power = next(c for c in best if c.endswith("q=2"))
         macros = {
             "LloydThreeBitMse": f"{lm.mse[3]:.4f}", "UniformThreeBitMse": f"{un.mse[3]:.4f}",
             "LloydFourBitEntropy": f"{lm.entropy_bits[4]:.2f}",
