@@ -35,7 +35,9 @@ def register(cls: type[Codec]) -> type[Codec]:
 
 for _cls in (IdentityCodec, KakeyaCodec, TurboQuantCodec, IntCodec, KiviCodec, Fp8Codec, BesicovitchCodec):
     register(_cls)
-register(__import__(f"{__name__}.kvtc", fromlist=["KVTCCodec"]).KVTCCodec)  # calibrated: needs a kvtc_calib artifact
+# calibrated: they need a kvtc_calib artifact
+register(__import__(f"{__name__}.kvtc", fromlist=["KVTCCodec"]).KVTCCodec)
+register(__import__(f"{__name__}.klt", fromlist=["KLTCodec"]).KLTCodec)
 
 
 def names() -> list[str]:

@@ -104,7 +104,7 @@ class KVPlan:
 
     @property
     def kvtc_streams(self) -> list[str]:
-        """Streams (``"k"``, ``"v"``) whose main spec is a ``kvtc`` codec asking for ``calib=auto``."""
+        """Streams (``"k"``, ``"v"``) whose main spec is a calibrated codec (``kvtc``, ``klt``) asking for ``calib=auto``."""
         return [s for s, spec in (("k", self.k), ("v", self.v or self.k)) if kvtc_needs_calibration(spec)]
 
     @property
@@ -159,15 +159,16 @@ class KVPlan:
 
 
 def kvtc_needs_calibration(spec: str | None) -> bool:
-    """Whether ``spec`` is a ``kvtc`` codec whose per-model calibration is still to be made (``calib=auto``)."""
+    """Whether ``spec`` is a codec on a KVTC-style per-model calibration (``kvtc``, ``klt``) that is
+    still to be made (``calib=auto``)."""
     if spec is None:
         return False
     codec = codecs.get(spec)
-    return codec.name == "kvtc" and codec.params.calib == "auto"
+    return getattr(codec, "needs_calibration", False) and codec.params.calib == "auto"
 
 
 def spec_for_layer(spec: str, layer: int, stream: str) -> str:
-    """Fill in ``layer`` and ``stream`` for codecs calibrated per layer and stream (``kvtc``).
+    """Fill in ``layer`` and ``stream`` for codecs calibrated per layer and stream (``kvtc``, ``klt``).
 
     Such a codec's parameters have ``layer`` and ``stream`` fields; other specs are returned as
     they are. The canonical spec (e.g. ``kvtc:calib=NAME,layer=3,stream=v``) labels the blob.

@@ -1,0 +1,237 @@
+"""``klt``: calibrated per-head KLT + per-row scale + one uniform step + grouped rANS tables.
+
+A transform coder that spends nothing per prompt on its transform: the per-head mean ``μ`` and
+orthonormal KLT (PCA) basis ``U_h`` come from the per-model calibration artifact that KVTC uses
+(:mod:`kakeya_lib.llm.kvtc_calib`, its ``head`` mode, named by ``calib``, one per ``layer`` and
+``stream``). Rows ``[T·heads, D]`` (token-major, heads interleaved) are coded as:
+
+1. ``r = x − μ_h`` (``mean=calib``; ``mean=prompt``: the prompt's own per-coordinate mean,
+   stored as float16) and ``y = r U_h``, the KLT coordinates (descending calibration variance);
+2. each row's RMS ``s = ‖r‖ / √D`` coded on a log grid: code 0 = a zero row, codes 1..255 cover
+   ``[log2 s_min, log2 s_max]`` of the blob uniformly; ``ŝ`` is the decoded value. Why: a single
+   absolute step ruins low-norm rows (sink-like tokens that attract attention), so every row is
+   quantised *relative to its own scale* (``rowscale=0``: one RMS for the whole blob instead);
+3. ``q = round(y / (ŝ · step))``: one uniform step for every coordinate. With entropy coding a
+   uniform step is the high-rate MSE optimum (reverse water-filling gives every coordinate the
+   same distortion); coordinates whose spread is below the step quantise to 0 almost always and
+   cost almost nothing, which is the "0 bits" branch of the allocation, learnt from the data;
+4. the indices, shifted by ``qmax = max |q|`` (stored), coded by static rANS
+   (:mod:`kakeya_lib.stages.rans`) in ``ceil(D / group)`` streams: stream ``g`` holds KLT
+   coordinates ``g·group … (g+1)·group − 1`` of every head and token (adjacent KLT coordinates
+   have similar variance, so they share a table; one table per coordinate would cost ~50 bytes
+   per coordinate per blob). The row codes form one more rANS stream (alphabet 256).
+
+Decode: ``x̂ = μ + ŝ · step · q U_hᵀ``. ``weights`` of :meth:`encode` are ignored.
+
+Byte layout (container sections, in order)::
+
+    blocks   19 bytes: format version (uint8), artifact digest (8 bytes, the (layer, stream,
+             head) arrays' SHA-256 prefix), qmax (uint16), log2 s_min and log2 s_max (float32;
+             rowscale=0: both the blob's RMS exponent)
+    skeleton mean=prompt only: float16 prompt mean [heads · D]
+    scales   rowscale=1 only: one rANS stream of the T·heads row codes (alphabet 256)
+    entropy  ceil(D / group) rANS streams (alphabet 2·qmax + 1), stream g in token, head,
+             coordinate order
+
+Everything per prompt is in the blob; the per-model artifact is not (its size is reported by
+:func:`kakeya_lib.llm.kvtc_calib.artifact_nbytes`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import floats
+from ..backend import to_device, to_host
+from ..container import Container
+from ..errors import CorruptBlobError, InputError
+from ..stages import rans
+from .base import Codec
+
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<B8sHff")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+SCALE_LEVELS = 255  # row codes 1..255 on the log grid; 0 marks a zero row
+MODE = "head"  # the artifact's per-head KLT
+
+
+@dataclass(frozen=True)
+class KLTParams:
+    """Parameters of the ``klt`` codec (keys of its spec string)."""
+
+    calib: str = ""  # calibration artifact (kvtc_calib, head mode); "" = unset, refused; "auto" in plans
+    layer: int = -1  # model layer whose transform to use (-1 = unset, refused)
+    stream: Literal["k", "v"] = "k"  # keys (pre-RoPE) or values
+    heads: int = 1  # KV heads interleaved in the rows (the harness fills it in)
+    step: float = 0.25  # uniform step on KLT coordinates of a unit-RMS row (sets the rate)
+    rowscale: bool = True  # each row relative to its own RMS (8-bit log code); off = one RMS per blob
+    mean: Literal["calib", "prompt"] = "calib"  # subtract the calibration mean, or the prompt's (float16)
+    group: int = 8  # KLT coordinates per rANS table
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.calib == "" or bool(_NAME_RE.match(self.calib)),
+             f"calib={self.calib!r} is not an artifact name (letters, digits, '.', '_', '-')"),
+            (self.layer >= -1, f"layer must be >= 0 (or -1 = unset), got {self.layer}"),
+            (self.heads >= 1, f"heads must be >= 1, got {self.heads}"),
+            (math.isfinite(self.step) and self.step > 0, f"step must be a positive number, got {self.step}"),
+            (self.group >= 1, f"group must be >= 1, got {self.group}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+class KLTCodec(Codec):
+    name = "klt"
+    Params = KLTParams
+    max_cols = 4096
+    needs_calibration = True  # encode/decode need a per-model artifact (calib=NAME, layer=N)
+
+    @property
+    def groups_by_head(self) -> bool:
+        return True
+
+    def calibration(self) -> Any:
+        """The artifact's :class:`~kakeya_lib.llm.kvtc_calib.StreamCalib` (head mode) this spec names.
+
+        Raises :class:`InputError` when ``calib`` or ``layer`` is unset, the artifact is unknown or
+        lacks the layer, stream or head mode, or was fitted with other ``heads``.
+        """
+        p = self.params
+        if not p.calib or p.calib == "auto":
+            raise InputError("klt needs a calibration artifact: set calib=NAME (plans resolve calib=auto on the "
+                             "corpus's calib split)")
+        if p.layer < 0:
+            raise InputError("klt needs the model layer whose transform to use: set layer=N in the spec")
+        from ..llm import kvtc_calib  # noqa: PLC0415
+
+        art = kvtc_calib.load_kvtc(p.calib)
+        if art.heads != p.heads:
+            raise InputError(f"klt: spec has heads={p.heads} but calibration {p.calib!r} was fitted with "
+                             f"{art.heads} KV heads per token")
+        return art.get(p.layer, p.stream, MODE)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _check_rows(self, n: int, d: int, cal: Any, error: type[Exception]) -> int:
+        if d != cal.head_dim:
+            raise error(f"klt: rows have D={d} but calibration {self.params.calib!r} has head_dim {cal.head_dim}")
+        if n % self.params.heads:
+            raise error(f"klt: {n} rows do not split into heads={self.params.heads} (rows are [T·heads, D])")
+        return n // self.params.heads
+
+    def _groups(self, d: int) -> list[slice]:
+        g = self.params.group
+        return [slice(i, min(i + g, d)) for i in range(0, d, g)]
+
+    @staticmethod
+    def _scale_values(codes: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """Decoded row scales ``ŝ`` [rows] (float32) from codes 0..255 and the log range."""
+        width = (hi - lo) / (SCALE_LEVELS - 1)
+        s = np.exp2(lo + (codes.astype(np.float64) - 1) * width)
+        return np.where(codes > 0, s, 0.0).astype(np.float32)
+
+    # -- hooks ------------------------------------------------------------------------------
+    def _encode(self, x: Any, weights: Any | None, xp: ModuleType) -> list[tuple[str, bytes]]:
+        p = self.params
+        cal = self.calibration()
+        n, d = (int(s) for s in x.shape)
+        t = self._check_rows(n, d, cal, InputError)
+        tokens = x.astype(xp.float32).reshape(t, cal.width)
+        sections: list[tuple[str, bytes]] = []
+        if p.mean == "prompt":
+            mu_host = floats.round_to(to_host(tokens.mean(axis=0)), "f16", np, "prompt mean")
+            sections.append(("skeleton", floats.to_bytes(mu_host, "f16", np, "prompt mean")))
+            mu = to_device(mu_host.astype(np.float32), xp)
+        else:
+            mu = to_device(cal.mean, xp)
+        r = (tokens - mu).reshape(t, p.heads, d)
+        y = xp.einsum("thd,hde->the", r, to_device(cal.basis, xp))  # [T, heads, D]
+        rms = to_host(xp.sqrt(xp.mean(r * r, axis=-1))).astype(np.float64).reshape(-1)  # [T·heads]
+        codes, lo, hi, s_hat = self._row_scales(rms)
+        inv = np.where(s_hat > 0, 1.0 / (np.where(s_hat > 0, s_hat, 1.0) * p.step), 0.0).astype(np.float32)
+        q = xp.rint(y * to_device(inv.reshape(t, p.heads, 1), xp))
+        q_host = to_host(q).astype(np.int64)
+        qmax = int(np.abs(q_host).max()) if q_host.size else 0
+        if 2 * qmax + 1 > rans.MAX_ALPHABET:
+            raise InputError(f"klt: step={p.step} gives indices up to ±{qmax}, beyond the coder's alphabet of "
+                             f"{rans.MAX_ALPHABET}; use a larger step")
+        sections.insert(0, ("blocks", _HEADER.pack(FORMAT_VERSION, cal.digest, qmax, lo, hi)))
+        if p.rowscale:
+            sections.append(("scales", rans.encode(codes, SCALE_LEVELS + 1)))
+        sym = q_host + qmax
+        alphabet = max(2 * qmax + 1, 2)
+        streams = [np.ascontiguousarray(sym[:, :, g]).reshape(-1) for g in self._groups(d)]
+        sections.append(("entropy", b"".join(rans.encode_many(streams, alphabet))))
+        return sections
+
+    def _row_scales(self, rms: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
+        """Row codes (uint8 [rows]), the log2 range, and the decoded scales ``ŝ`` [rows]."""
+        positive = rms > 0
+        if not positive.any():
+            return np.zeros(rms.size, np.uint8), 0.0, 0.0, np.zeros(rms.size, np.float32)
+        logs = np.log2(np.where(positive, rms, 1.0))
+        if not self.params.rowscale:  # one scale for the blob: its overall RMS
+            whole = float(np.float32(0.5 * np.log2(np.mean(rms * rms))))
+            codes = np.where(positive, 1, 0).astype(np.uint8)
+            return codes, whole, whole, self._scale_values(codes, whole, whole)
+        lo, hi = float(np.float32(logs[positive].min())), float(np.float32(logs[positive].max()))
+        if hi > lo:
+            codes = 1 + np.rint((logs - lo) / (hi - lo) * (SCALE_LEVELS - 1))
+            codes = np.where(positive, np.clip(codes, 1, SCALE_LEVELS), 0).astype(np.uint8)
+        else:
+            codes = positive.astype(np.uint8)
+        return codes, lo, hi, self._scale_values(codes, lo, hi)
+
+    def _decode(self, box: Container, xp: ModuleType) -> Any:
+        p = self.params
+        cal = self.calibration()
+        n, d = box.n_rows, box.n_cols
+        t = self._check_rows(n, d, cal, CorruptBlobError)
+        expected = (["blocks"] + (["skeleton"] if p.mean == "prompt" else []) + (["scales"] if p.rowscale else [])
+                    + ["entropy"])
+        if list(box.sections) != expected:
+            raise CorruptBlobError(f"klt: blob sections {list(box.sections)}, expected {expected}")
+        head = box.section("blocks")
+        if len(head) != _HEADER.size:
+            raise CorruptBlobError(f"klt: blocks section holds {len(head)} bytes, expected {_HEADER.size}")
+        version, digest, qmax, lo, hi = _HEADER.unpack(head)
+        if version != FORMAT_VERSION:
+            raise CorruptBlobError(f"klt: payload format version {version}, this library reads {FORMAT_VERSION}")
+        if digest != cal.digest:
+            raise CorruptBlobError(f"klt: the blob was encoded with another transform than calibration {p.calib!r} "
+                                   f"layer {p.layer} {p.stream} now holds (digest {digest.hex()} != {cal.digest.hex()})")
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi >= lo) or 2 * qmax + 1 > rans.MAX_ALPHABET:
+            raise CorruptBlobError(f"klt: header holds an invalid scale range [{lo}, {hi}] or qmax {qmax}")
+        rows = t * p.heads
+        if p.mean == "prompt":
+            mu_host = floats.from_bytes(box.section("skeleton"), "f16", cal.width, np, "prompt mean")
+        else:
+            mu_host = cal.mean
+        if p.rowscale:
+            raw = box.section("scales")
+            (codes,), used = rans.decode_many(raw, [rows], SCALE_LEVELS + 1)
+            if used != len(raw):
+                raise CorruptBlobError(f"klt: scales section holds {len(raw)} bytes, its rANS stream uses {used}")
+        else:
+            codes = np.ones(rows, np.uint8)  # the blob's one scale (a zero blob decodes as its mean)
+        s_hat = self._scale_values(codes, lo, hi) * np.float32(p.step)
+        groups = self._groups(d)
+        raw = box.section("entropy")
+        lengths = [rows * (g.stop - g.start) for g in groups]
+        streams, used = rans.decode_many(raw, lengths, max(2 * qmax + 1, 2))
+        if used != len(raw):
+            raise CorruptBlobError(f"klt: entropy section holds {len(raw)} bytes, its rANS streams use {used}")
+        q = np.empty((t, p.heads, d), np.float32)
+        for g, sym in zip(groups, streams):
+            q[:, :, g] = (sym.astype(np.int64) - qmax).reshape(t, p.heads, g.stop - g.start)
+        y = to_device(q, xp) * to_device(s_hat.reshape(t, p.heads, 1), xp)
+        r = xp.einsum("the,hde->thd", y, to_device(cal.basis, xp)).reshape(t, cal.width)
+        return (r + to_device(np.asarray(mu_host, np.float32), xp)).reshape(n, d)
