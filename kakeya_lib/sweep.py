@@ -60,7 +60,7 @@ _ANALYSIS_KEYS = {
     "head_to_head": {"pairs", "recipes", "entries", "k_metric"},
     "tables": set(),  # {NAME: {entries: [...]}}: further head-to-head cells (e.g. "where the gain comes from")
     "frontier": {"series"},
-    "tuning": {"k_steps", "v_steps", "targets", "n_passages"},
+    "tuning": {"k_steps", "v_steps", "targets", "n_passages", "base"},
     "ablation": set(),
     "depth": {"depths"},
     "long_context": {"sizes", "pairs", "recipes", "entries"},
@@ -192,7 +192,7 @@ def _tasks(kind: str, s: dict[str, Any], profile: str, model: str, corpus: str, 
     if kind == "tuning":
         tune = dataclasses.replace(size, n_passages=int(s.get("n_passages", size.n_passages)))
         return [e2e.tuning(profile, model, corpus, tune, s["k_steps"], s.get("v_steps", s["k_steps"]),
-                           s.get("targets", [0.005, 0.01]))]
+                           s.get("targets", [0.005, 0.01]), s.get("base"))]
     if kind == "ablation":
         return [e2e.ablation(profile, model, corpus, size)]
     if kind == "depth":

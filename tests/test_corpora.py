@@ -255,6 +255,16 @@ def test_passages_are_deterministic_and_seed_dependent(tok):
     assert a[:3] == passages("sotu", tok, 256, 64, 3, seed=0)  # more passages keep the first ones
 
 
+def test_excluded_documents_never_feed_a_passage(tok):
+    calibration = passages("sotu", tok, 256, 0, 4, seed=0, split="calib")
+    used = sorted({d for p in calibration for d in p.doc_ids})
+    tuning = passages("sotu", tok, 256, 64, 12, seed=1, split="calib", exclude_docs=used)
+    assert not {d for p in tuning for d in p.doc_ids} & set(used)
+    assert all(":x" in p.passage_id and ":calib:" in p.passage_id for p in tuning)
+    assert tuning == passages("sotu", tok, 256, 64, 12, seed=1, split="calib", exclude_docs=list(reversed(used)))
+    assert ":x" not in passages("sotu", tok, 256, 64, 1, seed=1, split="calib")[0].passage_id
+
+
 def test_lengths_bos_and_records(tok):
     ps = passages("sotu", tok, 128, 32, 3, seed=5, bos=True)
     for k, p in enumerate(ps):

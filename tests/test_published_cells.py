@@ -68,7 +68,7 @@ def test_tuning_rows_are_the_current_template_at_their_steps():
     # A tuning cell is named by its steps: its stored specs must still be today's recipe structure.
     for c in Store().cells("paper", "e2e/tuning"):
         for r in c.rows:
-            ((_, plan),) = e2e.tuning_plans([r["k_step"]], [r["v_step"]])
+            ((_, plan),) = e2e.tuning_plans([r["k_step"]], [r["v_step"]], base=c.cell.params.get("base"))
             assert (r["k_codec"], r["v_codec"]) == (codecs.get(plan.k).spec, codecs.get(plan.v).spec)
             assert r["protect_tokens"] == plan.protect_tokens
 

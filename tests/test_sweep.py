@@ -66,6 +66,24 @@ def test_settings_series_tables_and_tuning_expand_to_their_cells():
     assert tune.split == "calib" and tune.size.n_passages == 3 and len(tune.plans()) == 2
 
 
+def test_tuning_a_calibrated_structure_names_its_cell_and_leaves_out_the_calibration_documents():
+    base = {"name": "klt +sink", "k": "klt:calib=auto", "protect_tokens": 1}
+    spec = {"profile": "smoke", "settings": [["tiny-llama", "sotu"]], "seed": 0,
+            "sizes": [{"ctx": 32, "n_eval": 8, "n_passages": 2, "calib_passages": 2}],
+            "analyses": {"tuning": {"k_steps": [0.2, 0.3], "v_steps": [0.4], "targets": [0.01], "base": base}}}
+    (tune,) = sweep.expand(spec).tasks
+    assert tune.cell.label.startswith("klt-plus-sink-") and tune.cell.params["exclude_calibration_docs"] is True
+    assert [p.label for _, p in tune.plans()] == ["klt +sink K step 0.2, V step 0.4", "klt +sink K step 0.3, V step 0.4"]
+    assert [(p.k, p.v, p.protect_tokens) for _, p in tune.plans()][0] == ("klt:calib=auto,step=0.2",
+                                                                         "klt:calib=auto,step=0.4", 1)
+    ours = e2e.tuning("smoke", "tiny-llama", "sotu", tune.size, [0.2], [0.4], [0.01])
+    assert "base" not in ours.cell.params and ours.plans()[0][1].label == "ours K step 0.2, V step 0.4"
+    session = e2e.Session("tiny-llama", "sotu")
+    calibration = set(session.calibration_docs(32, 2))
+    chosen = session.passages(40, 8, 6, "calib", e2e.TUNING_SEED, sorted(calibration))
+    assert calibration and not calibration & {d for p in chosen for d in p.doc_ids}
+
+
 def test_long_context_with_named_entries_adds_no_default_pair():
     long = {"sizes": [{"ctx": 64, "n_passages": 2}], "entries": ["ours-5x", {"name": "TQ-4 +sink", "k": "turboquant:bits=4",
                                                                               "protect_tokens": 1}]}

@@ -130,19 +130,25 @@ def _point_label(point: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def tuning_plans(k_steps: Sequence[float], v_steps: Sequence[float], recipe: str = HEADLINE_RECIPE) -> LabelledPlans:
-    """Our recipe's structure at every (K step, V step) on the grid, with its exact tokens.
+def tuning_plans(k_steps: Sequence[float], v_steps: Sequence[float], recipe: str = HEADLINE_RECIPE,
+                 base: Mapping[str, Any] | None = None) -> LabelledPlans:
+    """A structure at every (K step, V step) on the grid, with its exact tokens.
 
-    The structure (block mean without a basis, k-means on K, Hadamard, entropy-coded uniform grid,
-    8-bit row scalars, 3072-row blocks, the sink token) is ``recipe``'s; only its grid steps vary.
+    The structure is ``recipe``'s (ours-5x: block mean without a basis, k-means on K, Hadamard,
+    entropy-coded uniform grid, 8-bit row scalars, 3072-row blocks, the sink token), or a
+    comparison entry ``base`` (e.g. the ``klt`` transform coder); only the ``step`` keys vary.
     """
-    base = recipe_lib.load(recipe).plan()
+    if base is None:
+        plan, prefix, family = recipe_lib.load(recipe).plan(), "ours", "ours"
+    else:
+        ((cols, plan),) = entry_plans([base])
+        prefix, family = str(base["name"]), cols.get("family", "ours")
     out: LabelledPlans = []
     for ks, vs in itertools.product(k_steps, v_steps):
-        k = codecs.with_keys(base.k, step=ks)
-        v = codecs.with_keys(base.v or base.k, step=vs)
-        out.append(({"k_step": ks, "v_step": vs, "family": "ours", "source": "tuning"},
-                    KVPlan(k, v, protect_tokens=base.protect_tokens, name=f"ours K step {ks}, V step {vs}")))
+        k = codecs.with_keys(plan.k, step=ks)
+        v = codecs.with_keys(plan.v or plan.k, step=vs)
+        out.append(({"k_step": ks, "v_step": vs, "family": family, "source": "tuning"},
+                    dataclasses.replace(plan, k=k, v=v, name=f"{prefix} K step {ks}, V step {vs}")))
     return out
 
 
@@ -233,7 +239,7 @@ class Task:
         if self.kind == "frontier":
             return series_plans(self.args["series"], self.args["base"], self.args["points"])
         if self.kind == "tuning":
-            return tuning_plans(self.args["k_steps"], self.args["v_steps"])
+            return tuning_plans(self.args["k_steps"], self.args["v_steps"], base=self.args.get("base"))
         if self.kind == "ablation":
             return ablation_plans(self.args.get("block"))
         if self.kind == "depth":
@@ -246,7 +252,8 @@ class Task:
         s = self.size
         rows, results = session.run(self.plans(session), s.ctx, s.n_eval, s.n_passages, s.calib_passages,
                                     k_metric=self.k_metric, split=self.split,
-                                    passage_seed=TUNING_SEED if self.kind == "tuning" else None)
+                                    passage_seed=TUNING_SEED if self.kind == "tuning" else None,
+                                    exclude_calibration=bool(self.args.get("exclude_calibration")))
         if self.kind == "tuning":
             rows = mark_selected(rows, self.args["targets"])
         return rows, results
@@ -260,6 +267,11 @@ def mark_selected(rows: list[dict[str, Any]], targets: Sequence[float]) -> list[
 
 def _cell(profile: str, model: str, corpus: str, kind: str, size: Size, label: str | None = None, **extra: Any) -> Cell:
     return Cell(profile, model, corpus, f"e2e/{kind}", label or size.label, {**size.params(), **extra})
+
+
+def _slug(name: str) -> str:
+    """A cell-label-safe form of a series or entry name (``KVTC +sink`` -> ``KVTC-plus-sink``)."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name.replace("+", " plus ").replace(" -", " minus ")).strip("-")
 
 
 def _labels(plans: LabelledPlans) -> list[str]:
@@ -298,24 +310,34 @@ def frontier(profile: str, model: str, corpus: str, size: Size, series: str, bas
              points: Sequence[Mapping[str, Any]]) -> Task:
     """One codec series at several rates (one cell per series)."""
     plans = series_plans(series, base, points)
-    slug = re.sub(r"[^A-Za-z0-9.]+", "-", series.replace("+", " plus ").replace(" -", " minus ")).strip("-")
-    return Task("frontier", _cell(profile, model, corpus, "frontier", size, f"{slug}-{size.label}",
+    return Task("frontier", _cell(profile, model, corpus, "frontier", size, f"{_slug(series)}-{size.label}",
                                   series=series, plans=_labels(plans), specs=_specs(plans),
                                   exact_tokens=_exact_tokens(plans)),
                 size, {"series": series, "base": base, "points": [dict(p) for p in points]})
 
 
 def tuning(profile: str, model: str, corpus: str, size: Size, k_steps: Sequence[float], v_steps: Sequence[float],
-           targets: Sequence[float]) -> Task:
-    """Our recipe's grid steps on **calib-split** passages; rows marked with the targets they win.
+           targets: Sequence[float], base: Mapping[str, Any] | None = None) -> Task:
+    """A structure's grid steps on **calib-split** passages; rows marked with the targets they win.
 
+    ``base`` (a comparison entry) tunes that structure instead of our recipe's; when its plans
+    calibrate per-model tables (``calib=auto``), the tuning passages leave out every document of
+    the calibration passages, so no parameter is chosen on text the tables were fitted on.
     The cell is named by the steps (its plan labels), not by the template's specs: a test checks
     that every stored row's specs are the current template at its steps.
     """
-    plans = tuning_plans(k_steps, v_steps)
-    return Task("tuning", _cell(profile, model, corpus, "tuning", size, split="calib", passage_seed=TUNING_SEED,
-                                rule=TUNING_RULE, targets=list(targets), plans=_labels(plans)),
-                size, {"k_steps": list(k_steps), "v_steps": list(v_steps), "targets": list(targets)})
+    plans = tuning_plans(k_steps, v_steps, base=base)
+    extra: dict[str, Any] = {}
+    args: dict[str, Any] = {"k_steps": list(k_steps), "v_steps": list(v_steps), "targets": list(targets)}
+    label = None
+    if base is not None:
+        exclude = any(p.needs_calibration for _, p in plans)
+        extra = {"base": dict(base), "exclude_calibration_docs": exclude}
+        args.update(base=dict(base), exclude_calibration=exclude)
+        label = f"{_slug(str(base['name']))}-{size.label}"
+    return Task("tuning", _cell(profile, model, corpus, "tuning", size, label, split="calib", passage_seed=TUNING_SEED,
+                                rule=TUNING_RULE, targets=list(targets), plans=_labels(plans), **extra),
+                size, args)
 
 
 def ablation(profile: str, model: str, corpus: str, size: Size) -> Task:
@@ -380,7 +402,7 @@ class Session:
     seed: int = 0
     progress: bool = False
     _loaded: Any = dataclasses.field(default=None, repr=False)
-    _passages: dict[tuple[int, int, int, str, int], Any] = dataclasses.field(default_factory=dict, repr=False)
+    _passages: dict[tuple[Any, ...], Any] = dataclasses.field(default_factory=dict, repr=False)
     _metrics: dict[tuple[int, int], Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
@@ -411,16 +433,23 @@ class Session:
     def config(self) -> Any:
         return self.loaded.model.config
 
-    def passages(self, ctx: int, n_eval: int, n: int, split: str = "eval", seed: int | None = None) -> list[Any]:
-        """``n`` passages of ``ctx + n_eval`` tokens from ``split`` (seeded, cached)."""
+    def passages(self, ctx: int, n_eval: int, n: int, split: str = "eval", seed: int | None = None,
+                 exclude_docs: Sequence[str] = ()) -> list[Any]:
+        """``n`` passages of ``ctx + n_eval`` tokens from ``split`` (seeded, cached), none from ``exclude_docs``."""
         seed = self.seed if seed is None else seed
-        key = (ctx, n_eval, n, split, seed)
+        key = (ctx, n_eval, n, split, seed, tuple(sorted(exclude_docs)))
         if key not in self._passages:
             from ..llm import corpora  # noqa: PLC0415
 
             self._passages[key] = corpora.passages(self.corpus, self.loaded.tokenizer, ctx, n_eval, n, seed,
-                                                   split=split, bos=self.loaded.needs_bos)
+                                                   split=split, bos=self.loaded.needs_bos, exclude_docs=exclude_docs)
         return self._passages[key]
+
+    def calibration_docs(self, ctx: int, calib_passages: int) -> list[str]:
+        """Documents of the calib-split passages that per-model calibrations are fitted on."""
+        kwargs = self.calibration_kwargs(calib_passages)
+        chosen = self.passages(ctx, 0, calib_passages, "calib", kwargs["calib_seed"])
+        return sorted({d for p in chosen for d in p.doc_ids})
 
     def k_metric(self, ctx: int, calib_passages: int) -> Any:
         """The RoPE-averaged Σ_q calibrated on the calib split: one query metric for every plan."""
@@ -459,11 +488,16 @@ class Session:
                 "calib_seed": 0, "bos": self.loaded.needs_bos}
 
     def run(self, labelled: LabelledPlans, ctx: int, n_eval: int, n_passages: int, calib_passages: int = 8,
-            k_metric: bool = False, split: str = "eval", passage_seed: int | None = None
-            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            k_metric: bool = False, split: str = "eval", passage_seed: int | None = None,
+            exclude_calibration: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Evaluate plans on this session's passages of ``split``:
-        (rows, {"results", "passage_ids", "doc_ids", "split"})."""
-        chosen = self.passages(ctx, n_eval, n_passages, split, passage_seed)
+        (rows, {"results", "passage_ids", "doc_ids", "split"}).
+
+        ``exclude_calibration``: no passage from a document of the calibration passages (tuning a
+        calibrated codec on the calib split).
+        """
+        exclude = self.calibration_docs(ctx, calib_passages) if exclude_calibration else ()
+        chosen = self.passages(ctx, n_eval, n_passages, split, passage_seed, exclude)
         metric = self.k_metric(ctx, calib_passages) if k_metric else None
         rows, results = evaluate_rows(self.model, [p.input_ids for p in chosen], ctx, labelled, progress=self.progress,
                                       seed=self.seed, k_metric=metric, **self.calibration_kwargs(calib_passages))

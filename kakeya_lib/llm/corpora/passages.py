@@ -4,9 +4,10 @@ the package docstring)."""
 from __future__ import annotations
 
 import bisect
+import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
@@ -216,6 +217,7 @@ def passages(
     seed: int,
     split: str = "eval",
     bos: bool = True,
+    exclude_docs: Collection[str] = (),
 ) -> list[Passage]:
     """Cut ``n_passages`` non-overlapping token windows from one split of a corpus.
 
@@ -241,6 +243,10 @@ def passages(
         Which document split to read (:func:`split_of`); the two never share a document.
     bos : bool
         Prepend the tokenizer's BOS token (it counts inside ``ctx_len``).
+    exclude_docs : collection of str
+        Document ids left out of the split before anything is drawn (e.g. the documents a
+        calibration artifact was fitted on, so tuning passages never share one with it). When
+        non-empty, passage ids carry ``:x`` and a digest of the sorted ids.
 
     Returns
     -------
@@ -259,6 +265,10 @@ def passages(
         raise InputError(f"ctx_len must be at least 2 with bos=True (the BOS token is part of it), got {ctx_len}")
     corp = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
     rows = split_rows(corp, split)
+    excluded = sorted({str(d) for d in exclude_docs})
+    if excluded:
+        drop = set(excluded)
+        rows = [r for r in rows if str(corp.ids[r]) not in drop]
     if not rows:
         raise InputError(
             f"split {split!r} of corpus {corp.name!r} has no documents ({len(corp)} documents in all, "
@@ -308,7 +318,7 @@ def passages(
         text_ids = stream.tokens[start:end]
         out.append(
             Passage(
-                passage_id=f"{corp.name}:{split}:s{seed}:L{ctx_len + n_eval}:p{k}",
+                passage_id=f"{corp.name}:{split}:s{seed}:L{ctx_len + n_eval}{_exclusion_tag(excluded)}:p{k}",
                 corpus=corp.name, split=split, seed=int(seed), index=k,
                 doc_id=doc_id, doc_offset=offset, doc_ids=tuple(doc_ids),
                 input_ids=bos_ids + text_ids, ctx_len=ctx_len, n_eval=n_eval, bos=bool(bos_ids),
@@ -316,6 +326,13 @@ def passages(
             )
         )
     return out
+
+
+def _exclusion_tag(excluded: Sequence[str]) -> str:
+    """``""``, or ``":x"`` + 8 hex digits of the excluded document ids (sorted): part of passage ids."""
+    if not excluded:
+        return ""
+    return ":x" + hashlib.sha256("\n".join(excluded).encode()).hexdigest()[:8]
 
 
 def _preview(tokenizer: Any, ids: Sequence[int]) -> str:
