@@ -42,7 +42,7 @@ def _rows(t: int, seed: int, offset: float = 3.0) -> np.ndarray:
 def artifact(calib_folder):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(kakeya_codec, "CALIB_DIR", calib_folder)
-        cal = kvtc_calib.fit_kvtc({0: (_rows(3000, 1), _rows(3000, 2))}, H, modes=("head",), meta={"model": "synthetic"})
+        cal = kvtc_calib.fit_kvtc({0: (_rows(3000, 1), _rows(3000, 2))}, H, modes=("head", "concat"), meta={"model": "synthetic"})
         cal.save(NAME)
     return cal
 
@@ -74,6 +74,17 @@ def test_error_follows_the_step_and_rate_falls_with_it():
         errs.append(err)
     assert sizes[0] > sizes[1] > sizes[2] and errs[0] < errs[1] < errs[2]
     assert sum(codecs.ledger(blob).values()) == len(blob)
+
+
+def test_concat_basis_and_a_wider_zero_bin():
+    x = _rows(512, 11)
+    head, concat = _codec(step=0.3), _codec(step=0.3, pca="concat")
+    hb, cb = head.encode(x), concat.encode(x)
+    err = {name: float(((codecs.decode(b) - x) ** 2).mean()) for name, b in (("head", hb), ("concat", cb))}
+    # the synthetic heads are mixed by one [W, W] matrix: the concatenated basis decorrelates them
+    assert len(cb) < len(hb) and err["concat"] < 2 * err["head"]
+    dz = _codec(step=0.3, rounding=0.3).encode(x)
+    assert len(dz) < len(hb) and float(((codecs.decode(dz) - x) ** 2).mean()) > err["head"]
 
 
 def test_per_row_scaling_keeps_low_norm_rows_relative():
@@ -117,7 +128,8 @@ def test_refusals():
         _codec().encode(x[:3])
     with pytest.raises(InputError, match="larger step"):
         _codec(step=1e-5).encode(x)
-    for bad in ("step=0", "step=-1", "group=0", "heads=0", "mean=none", "calib=a/b"):
+    for bad in ("step=0", "step=-1", "group=0", "heads=0", "mean=none", "calib=a/b", "rounding=0", "rounding=0.6",
+                "pca=rsvd"):
         with pytest.raises(SpecError):
             codecs.get(f"klt:{bad}")
 

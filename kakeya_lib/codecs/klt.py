@@ -1,23 +1,28 @@
-"""``klt``: calibrated per-head KLT + per-row scale + one uniform step + grouped rANS tables.
+"""``klt``: calibrated KLT + per-vector scale + one uniform step + grouped rANS tables.
 
-A transform coder that spends nothing per prompt on its transform: the per-head mean ``μ`` and
-orthonormal KLT (PCA) basis ``U_h`` come from the per-model calibration artifact that KVTC uses
-(:mod:`kakeya_lib.llm.kvtc_calib`, its ``head`` mode, named by ``calib``, one per ``layer`` and
-``stream``). Rows ``[T·heads, D]`` (token-major, heads interleaved) are coded as:
+A transform coder that spends nothing per prompt on its transform: the mean ``μ`` and orthonormal
+KLT (PCA) basis ``U`` come from the per-model calibration artifact that KVTC uses
+(:mod:`kakeya_lib.llm.kvtc_calib`, named by ``calib``, one per ``layer`` and ``stream``):
+``pca=head`` takes its per-head bases (vectors are one head of one token, width ``D``),
+``pca=concat`` its basis over a token's heads concatenated (vectors are tokens, width
+``W = heads · D``; it also captures correlation between heads). Rows ``[T·heads, D]``
+(token-major, heads interleaved) are coded as:
 
-1. ``r = x − μ_h`` (``mean=calib``; ``mean=prompt``: the prompt's own per-coordinate mean,
-   stored as float16) and ``y = r U_h``, the KLT coordinates (descending calibration variance);
-2. each row's RMS ``s = ‖r‖ / √D`` coded on a log grid: code 0 = a zero row, codes 1..255 cover
+1. ``r = x − μ`` (``mean=calib``; ``mean=prompt``: the prompt's own per-coordinate mean,
+   stored as float16) and ``y = r U``, the KLT coordinates (descending calibration variance);
+2. each vector's RMS ``s = ‖r‖ / √width`` coded on a log grid: code 0 = a zero vector, codes 1..255 cover
    ``[log2 s_min, log2 s_max]`` of the blob uniformly; ``ŝ`` is the decoded value. Why: a single
    absolute step ruins low-norm rows (sink-like tokens that attract attention), so every row is
    quantised *relative to its own scale* (``rowscale=0``: one RMS for the whole blob instead);
-3. ``q = round(y / (ŝ · step))``: one uniform step for every coordinate. With entropy coding a
+3. ``q = sign(y)·floor(|y| / (ŝ · step) + rounding)``: one uniform step for every coordinate
+   (``rounding`` 0.5 rounds to nearest; a smaller one widens the zero bin, trading a little
+   error for fewer nonzero indices). With entropy coding a
    uniform step is the high-rate MSE optimum (reverse water-filling gives every coordinate the
    same distortion); coordinates whose spread is below the step quantise to 0 almost always and
    cost almost nothing, which is the "0 bits" branch of the allocation, learnt from the data;
 4. the indices, shifted by ``qmax = max |q|`` (stored), coded by static rANS
-   (:mod:`kakeya_lib.stages.rans`) in ``ceil(D / group)`` streams: stream ``g`` holds KLT
-   coordinates ``g·group … (g+1)·group − 1`` of every head and token (adjacent KLT coordinates
+   (:mod:`kakeya_lib.stages.rans`) in ``ceil(width / group)`` streams: stream ``g`` holds KLT
+   coordinates ``g·group … (g+1)·group − 1`` of every vector (adjacent KLT coordinates
    have similar variance, so they share a table; one table per coordinate would cost ~50 bytes
    per coordinate per blob). The row codes form one more rANS stream (alphabet 256).
 
@@ -26,11 +31,11 @@ Decode: ``x̂ = μ + ŝ · step · q U_hᵀ``. ``weights`` of :meth:`encode` are
 Byte layout (container sections, in order)::
 
     blocks   19 bytes: format version (uint8), artifact digest (8 bytes, the (layer, stream,
-             head) arrays' SHA-256 prefix), qmax (uint16), log2 s_min and log2 s_max (float32;
+             pca) arrays' SHA-256 prefix), qmax (uint16), log2 s_min and log2 s_max (float32;
              rowscale=0: both the blob's RMS exponent)
     skeleton mean=prompt only: float16 prompt mean [heads · D]
-    scales   rowscale=1 only: one rANS stream of the T·heads row codes (alphabet 256)
-    entropy  ceil(D / group) rANS streams (alphabet 2·qmax + 1), stream g in token, head,
+    scales   rowscale=1 only: one rANS stream of the vectors' scale codes (alphabet 256)
+    entropy  ceil(width / group) rANS streams (alphabet 2·qmax + 1), stream g in vector,
              coordinate order
 
 Everything per prompt is in the blob; the per-model artifact is not (its size is reported by
@@ -59,7 +64,6 @@ FORMAT_VERSION = 1
 _HEADER = struct.Struct("<B8sHff")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 SCALE_LEVELS = 255  # row codes 1..255 on the log grid; 0 marks a zero row
-MODE = "head"  # the artifact's per-head KLT
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class KLTParams:
     rowscale: bool = True  # each row relative to its own RMS (8-bit log code); off = one RMS per blob
     mean: Literal["calib", "prompt"] = "calib"  # subtract the calibration mean, or the prompt's (float16)
     group: int = 8  # KLT coordinates per rANS table
+    pca: Literal["head", "concat"] = "head"  # the artifact's per-head KLT, or one over a token's heads concatenated
+    rounding: float = 0.5  # q = sign(y)·floor(|y|/step + rounding): 0.5 rounds, less widens the zero bin
 
     def __post_init__(self) -> None:
         checks = [
@@ -83,6 +89,7 @@ class KLTParams:
             (self.heads >= 1, f"heads must be >= 1, got {self.heads}"),
             (math.isfinite(self.step) and self.step > 0, f"step must be a positive number, got {self.step}"),
             (self.group >= 1, f"group must be >= 1, got {self.group}"),
+            (0 < self.rounding <= 0.5, f"rounding must be in (0, 0.5], got {self.rounding}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -117,7 +124,7 @@ class KLTCodec(Codec):
         if art.heads != p.heads:
             raise InputError(f"klt: spec has heads={p.heads} but calibration {p.calib!r} was fitted with "
                              f"{art.heads} KV heads per token")
-        return art.get(p.layer, p.stream, MODE)
+        return art.get(p.layer, p.stream, p.pca)
 
     # -- helpers ----------------------------------------------------------------------------
     def _check_rows(self, n: int, d: int, cal: Any, error: type[Exception]) -> int:
@@ -126,6 +133,26 @@ class KLTCodec(Codec):
         if n % self.params.heads:
             raise error(f"klt: {n} rows do not split into heads={self.params.heads} (rows are [T·heads, D])")
         return n // self.params.heads
+
+    def _units(self, t: int, cal: Any) -> tuple[int, int]:
+        """(vectors, width) the transform and the row scales act on: per head or per token."""
+        return (t * self.params.heads, cal.head_dim) if self.params.pca == "head" else (t, cal.width)
+
+    def _project(self, r: Any, cal: Any, xp: ModuleType) -> Any:
+        """Centred token vectors [T, W] -> KLT coordinates [vectors, width]."""
+        u = to_device(cal.basis, xp)
+        if self.params.pca == "concat":
+            return r @ u
+        t = r.shape[0]
+        return xp.einsum("thd,hde->the", r.reshape(t, self.params.heads, cal.head_dim), u).reshape(-1, cal.head_dim)
+
+    def _unproject(self, y: Any, cal: Any, t: int, xp: ModuleType) -> Any:
+        """KLT coordinates [vectors, width] -> centred token vectors [T, W]."""
+        u = to_device(cal.basis, xp)
+        if self.params.pca == "concat":
+            return y @ u.T
+        y = y.reshape(t, self.params.heads, cal.head_dim)
+        return xp.einsum("the,hde->thd", y, u).reshape(t, cal.width)
 
     def _groups(self, d: int) -> list[slice]:
         g = self.params.group
@@ -152,12 +179,13 @@ class KLTCodec(Codec):
             mu = to_device(mu_host.astype(np.float32), xp)
         else:
             mu = to_device(cal.mean, xp)
-        r = (tokens - mu).reshape(t, p.heads, d)
-        y = xp.einsum("thd,hde->the", r, to_device(cal.basis, xp))  # [T, heads, D]
-        rms = to_host(xp.sqrt(xp.mean(r * r, axis=-1))).astype(np.float64).reshape(-1)  # [T·heads]
+        r = tokens - mu
+        y = self._project(r, cal, xp)  # [vectors, width]
+        rms = to_host(xp.sqrt(xp.mean(y * y, axis=-1))).astype(np.float64)  # U orthonormal: the residual's RMS
         codes, lo, hi, s_hat = self._row_scales(rms)
         inv = np.where(s_hat > 0, 1.0 / (np.where(s_hat > 0, s_hat, 1.0) * p.step), 0.0).astype(np.float32)
-        q = xp.rint(y * to_device(inv.reshape(t, p.heads, 1), xp))
+        v = y * to_device(inv[:, None], xp)
+        q = xp.sign(v) * xp.floor(xp.abs(v) + xp.float32(p.rounding))
         q_host = to_host(q).astype(np.int64)
         qmax = int(np.abs(q_host).max()) if q_host.size else 0
         if 2 * qmax + 1 > rans.MAX_ALPHABET:
@@ -168,7 +196,7 @@ class KLTCodec(Codec):
             sections.append(("scales", rans.encode(codes, SCALE_LEVELS + 1)))
         sym = q_host + qmax
         alphabet = max(2 * qmax + 1, 2)
-        streams = [np.ascontiguousarray(sym[:, :, g]).reshape(-1) for g in self._groups(d)]
+        streams = [np.ascontiguousarray(sym[:, g]).reshape(-1) for g in self._groups(q_host.shape[1])]
         sections.append(("entropy", b"".join(rans.encode_many(streams, alphabet))))
         return sections
 
@@ -210,7 +238,7 @@ class KLTCodec(Codec):
                                    f"layer {p.layer} {p.stream} now holds (digest {digest.hex()} != {cal.digest.hex()})")
         if not (math.isfinite(lo) and math.isfinite(hi) and hi >= lo) or 2 * qmax + 1 > rans.MAX_ALPHABET:
             raise CorruptBlobError(f"klt: header holds an invalid scale range [{lo}, {hi}] or qmax {qmax}")
-        rows = t * p.heads
+        rows, width = self._units(t, cal)
         if p.mean == "prompt":
             mu_host = floats.from_bytes(box.section("skeleton"), "f16", cal.width, np, "prompt mean")
         else:
@@ -223,15 +251,15 @@ class KLTCodec(Codec):
         else:
             codes = np.ones(rows, np.uint8)  # the blob's one scale (a zero blob decodes as its mean)
         s_hat = self._scale_values(codes, lo, hi) * np.float32(p.step)
-        groups = self._groups(d)
+        groups = self._groups(width)
         raw = box.section("entropy")
         lengths = [rows * (g.stop - g.start) for g in groups]
         streams, used = rans.decode_many(raw, lengths, max(2 * qmax + 1, 2))
         if used != len(raw):
             raise CorruptBlobError(f"klt: entropy section holds {len(raw)} bytes, its rANS streams use {used}")
-        q = np.empty((t, p.heads, d), np.float32)
+        q = np.empty((rows, width), np.float32)
         for g, sym in zip(groups, streams):
-            q[:, :, g] = (sym.astype(np.int64) - qmax).reshape(t, p.heads, g.stop - g.start)
-        y = to_device(q, xp) * to_device(s_hat.reshape(t, p.heads, 1), xp)
-        r = xp.einsum("the,hde->thd", y, to_device(cal.basis, xp)).reshape(t, cal.width)
+            q[:, g] = (sym.astype(np.int64) - qmax).reshape(rows, g.stop - g.start)
+        y = to_device(q * s_hat[:, None], xp)
+        r = self._unproject(y, cal, t, xp)
         return (r + to_device(np.asarray(mu_host, np.float32), xp)).reshape(n, d)
