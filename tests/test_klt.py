@@ -128,7 +128,7 @@ def test_refusals():
         _codec().encode(x[:3])
     with pytest.raises(InputError, match="larger step"):
         _codec(step=1e-5).encode(x)
-    for bad in ("step=0", "step=-1", "group=0", "heads=0", "mean=none", "calib=a/b", "rounding=0", "rounding=0.6",
+    for bad in ("step=0", "step=-1", "group=0", "heads=0", "mean=none", "calib=a/b", "rounding=0", "rounding=0.6", "scale_bits=1", "scale_bits=9",
                 "pca=rsvd"):
         with pytest.raises(SpecError):
             codecs.get(f"klt:{bad}")

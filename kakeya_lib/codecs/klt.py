@@ -10,7 +10,8 @@ KLT (PCA) basis ``U`` come from the per-model calibration artifact that KVTC use
 
 1. ``r = x − μ`` (``mean=calib``; ``mean=prompt``: the prompt's own per-coordinate mean,
    stored as float16) and ``y = r U``, the KLT coordinates (descending calibration variance);
-2. each vector's RMS ``s = ‖r‖ / √width`` coded on a log grid: code 0 = a zero vector, codes 1..255 cover
+2. each vector's RMS ``s = ‖r‖ / √width`` coded on a log grid: code 0 = a zero vector, codes
+   1 .. 2**scale_bits − 1 cover
    ``[log2 s_min, log2 s_max]`` of the blob uniformly; ``ŝ`` is the decoded value. Why: a single
    absolute step ruins low-norm rows (sink-like tokens that attract attention), so every row is
    quantised *relative to its own scale* (``rowscale=0``: one RMS for the whole blob instead);
@@ -63,7 +64,6 @@ from .base import Codec
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<B8sHff")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-SCALE_LEVELS = 255  # row codes 1..255 on the log grid; 0 marks a zero row
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class KLTParams:
     group: int = 8  # KLT coordinates per rANS table
     pca: Literal["head", "concat"] = "head"  # the artifact's per-head KLT, or one over a token's heads concatenated
     rounding: float = 0.5  # q = sign(y)·floor(|y|/step + rounding): 0.5 rounds, less widens the zero bin
+    scale_bits: int = 8  # scale codes 1 .. 2**scale_bits - 1 on the blob's log range (0 marks a zero vector)
 
     def __post_init__(self) -> None:
         checks = [
@@ -90,6 +91,7 @@ class KLTParams:
             (math.isfinite(self.step) and self.step > 0, f"step must be a positive number, got {self.step}"),
             (self.group >= 1, f"group must be >= 1, got {self.group}"),
             (0 < self.rounding <= 0.5, f"rounding must be in (0, 0.5], got {self.rounding}"),
+            (2 <= self.scale_bits <= 8, f"scale_bits must be in 2..8, got {self.scale_bits}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -158,10 +160,14 @@ class KLTCodec(Codec):
         g = self.params.group
         return [slice(i, min(i + g, d)) for i in range(0, d, g)]
 
-    @staticmethod
-    def _scale_values(codes: np.ndarray, lo: float, hi: float) -> np.ndarray:
-        """Decoded row scales ``ŝ`` [rows] (float32) from codes 0..255 and the log range."""
-        width = (hi - lo) / (SCALE_LEVELS - 1)
+    @property
+    def _levels(self) -> int:
+        """Scale codes for positive scales: 1 .. levels."""
+        return (1 << self.params.scale_bits) - 1
+
+    def _scale_values(self, codes: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """Decoded vector scales ``ŝ`` [vectors] (float32) from codes 0..levels and the log range."""
+        width = (hi - lo) / max(self._levels - 1, 1)
         s = np.exp2(lo + (codes.astype(np.float64) - 1) * width)
         return np.where(codes > 0, s, 0.0).astype(np.float32)
 
@@ -193,7 +199,7 @@ class KLTCodec(Codec):
                              f"{rans.MAX_ALPHABET}; use a larger step")
         sections.insert(0, ("blocks", _HEADER.pack(FORMAT_VERSION, cal.digest, qmax, lo, hi)))
         if p.rowscale:
-            sections.append(("scales", rans.encode(codes, SCALE_LEVELS + 1)))
+            sections.append(("scales", rans.encode(codes, self._levels + 1)))
         sym = q_host + qmax
         alphabet = max(2 * qmax + 1, 2)
         streams = [np.ascontiguousarray(sym[:, g]).reshape(-1) for g in self._groups(q_host.shape[1])]
@@ -212,8 +218,8 @@ class KLTCodec(Codec):
             return codes, whole, whole, self._scale_values(codes, whole, whole)
         lo, hi = float(np.float32(logs[positive].min())), float(np.float32(logs[positive].max()))
         if hi > lo:
-            codes = 1 + np.rint((logs - lo) / (hi - lo) * (SCALE_LEVELS - 1))
-            codes = np.where(positive, np.clip(codes, 1, SCALE_LEVELS), 0).astype(np.uint8)
+            codes = 1 + np.rint((logs - lo) / (hi - lo) * (self._levels - 1))
+            codes = np.where(positive, np.clip(codes, 1, self._levels), 0).astype(np.uint8)
         else:
             codes = positive.astype(np.uint8)
         return codes, lo, hi, self._scale_values(codes, lo, hi)
@@ -245,7 +251,7 @@ class KLTCodec(Codec):
             mu_host = cal.mean
         if p.rowscale:
             raw = box.section("scales")
-            (codes,), used = rans.decode_many(raw, [rows], SCALE_LEVELS + 1)
+            (codes,), used = rans.decode_many(raw, [rows], self._levels + 1)
             if used != len(raw):
                 raise CorruptBlobError(f"klt: scales section holds {len(raw)} bytes, its rANS stream uses {used}")
         else:
