@@ -318,7 +318,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     bos = loaded.needs_bos if args.bos == "auto" else args.bos == "yes"
     qp = qprecond.calibrate_on_corpus(loaded.model, loaded.tokenizer, args.corpus, args.ctx,
                                       n_passages=args.passages, seed=args.seed, bos=bos, variant=args.variant,
-                                      ridge=args.ridge, cond_cap=args.cond_cap, model_name=args.model,
+                                      ridge=args.ridge, model_name=args.model,
                                       refresh=args.refresh, progress=not args.no_progress)
     print(qp.describe())
     print(f"artifact: {qp.name} (in {qprecond.calib_dir()})")
@@ -438,7 +438,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_llm_arguments(p)
     p.add_argument("--variant", choices=["plain", "rope"], default="plain")
     p.add_argument("--ridge", type=float, default=1e-3, help="Σ + ridge·mean(diag Σ)·I")
-    p.add_argument("--cond-cap", type=float, default=None, help="cap cond(L) by Tikhonov shrinkage")
     p.add_argument("--refresh", action="store_true", help="recompute even if the artifact exists")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_calibrate)

@@ -25,9 +25,7 @@ Calibration (:func:`calibrate`)
   offset ``Δ = m − n`` is weighted by ``R_Δ Σ R_Δᵀ`` (``R_Δ`` rotates a column vector by ``Δ``
   positions); :func:`rope_average` returns ``Σ_Δ w_Δ R_Δ Σ R_Δᵀ`` over ``Δ = 0 … ctx−1``
   (uniform weights by default) in closed form, per pair of RoPE frequencies.
-* Regularisation (:func:`regularise`): ``Σ + ridge · mean(diag Σ) · I`` (ridge 1e-3), then,
-  with a condition cap ``C``, Tikhonov ``λ = max(0, (λ_max − C²λ_min)/(C² − 1))`` so that
-  ``cond(Σ_reg) ≤ C²``, i.e. ``cond(L) ≤ C``.
+* Regularisation (:func:`regularise`): ``Σ + ridge · mean(diag Σ) · I`` (ridge 1e-3).
 * Skipped layers are identity transforms: an explicit list (default ``[0]``, as the seed: the
   attention-sink layer whose whitened keys overflowed float16 on DeepSeek, spec §3.3) plus every
   layer whose whitened calibration keys would overflow float16. The test is
@@ -39,9 +37,9 @@ Calibration (:func:`calibrate`)
 Artifacts (:meth:`QPrecond.save`, :func:`load`): a safetensors file with float32 tensors
 ``layer_{l}_chol``, ``layer_{l}_inv_chol``, ``layer_{l}_sigma`` (``[n_kv, D, D]``; ``sigma`` is the
 un-regularised metric: Σ_q, or its RoPE average) and a same-stem JSON sidecar (model, head_dim,
-n_q, n_kv, layers, ctx, passages, corpus, ridge, cond cap, variant, skipped layers with reasons,
+n_q, n_kv, layers, ctx, passages, corpus, ridge, variant, skipped layers with reasons,
 diagnostics, provenance). Saved under ``CALIB_DIR`` (``.cache/calib``) by a name derived from
-(model, corpus, ctx, passages, variant, ridge, cap) plus a fingerprint of the model weights and
+(model, corpus, ctx, passages, variant, ridge) plus a fingerprint of the model weights and
 the passages. No pickle.
 
 One concept (over 400 lines): the query-whitening artifact, from calibration to the saved file.
@@ -323,11 +321,10 @@ def load(name_or_path: str | Path) -> QPrecond:
 
 
 def artifact_name(model: str, corpus: str, ctx: int, n_passages: int, variant: str, ridge: float,
-                  cond_cap: float | None, fingerprint: str = "") -> str:
-    """``qcal-{model}-{corpus}-ctx{ctx}-n{n}-{variant}-r{ridge}-c{cap}[-{fingerprint}]``."""
+                  fingerprint: str = "") -> str:
+    """``qcal-{model}-{corpus}-ctx{ctx}-n{n}-{variant}-r{ridge}[-{fingerprint}]``."""
     corpus_part = slug(Path(corpus).name if ("/" in str(corpus) or "\\" in str(corpus)) else corpus, 24)
-    cap = "none" if cond_cap is None else f"{cond_cap:g}"
-    name = f"qcal-{slug(model, 32)}-{corpus_part}-ctx{ctx}-n{n_passages}-{variant}-r{ridge:g}-c{cap}"
+    name = f"qcal-{slug(model, 32)}-{corpus_part}-ctx{ctx}-n{n_passages}-{variant}-r{ridge:g}"
     return f"{name}-{fingerprint[:10]}" if fingerprint else name
 
 
@@ -377,9 +374,7 @@ def calibrate(
     *,
     variant: str = "plain",
     ridge: float = DEFAULT_RIDGE,
-    cond_cap: float | None = None,
     rope_ctx: int | None = None,
-    rope_weights: Sequence[float] | None = None,
     layers: Sequence[int] | None = None,
     skip: Sequence[int] = DEFAULT_SKIP,
     overflow_margin: float = OVERFLOW_MARGIN,
@@ -395,9 +390,7 @@ def calibrate(
         :class:`~.corpora.Passage` records (eval-split records are refused)
     variant : ``"plain"`` (Σ_q) or ``"rope"`` (Σ_q averaged over relative RoPE offsets)
     ridge : ``Σ + ridge · mean(diag Σ) · I``
-    cond_cap : cap ``C`` on ``cond(L)`` (Tikhonov shift); None = no cap
     rope_ctx : offsets ``0 … rope_ctx−1`` for the rope variant (default: the longest passage)
-    rope_weights : per-offset weights instead of uniform
     layers : layers to calibrate (default: every full-attention layer)
     skip : layers kept as identity (negative: from the end); float16-overflow layers are added
     overflow_margin : a layer is skipped when ``max ‖k̃‖₂ · margin > 65504``
@@ -407,8 +400,6 @@ def calibrate(
         raise InputError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if not ridge >= 0:
         raise InputError(f"ridge must be >= 0, got {ridge}")
-    if cond_cap is not None and not cond_cap > 1:
-        raise InputError(f"cond_cap must be > 1 (a cap on cond(L)), got {cond_cap}")
     import torch  # noqa: PLC0415
 
     ids_list = token_lists(passages)
@@ -426,10 +417,10 @@ def calibrate(
         sigma = grams[layer] / (g * n_tokens)
         sigma = (sigma + np.swapaxes(sigma, 1, 2)) / 2
         if variant == "rope":
-            sigma = rope_average(sigma, rope_frequencies(model, layer), ctx, rope_weights, "half")
+            sigma = rope_average(sigma, rope_frequencies(model, layer), ctx, None, "half")
         c_l, i_l = np.empty_like(sigma), np.empty_like(sigma)
         for h in range(n_kv):
-            reg, shifts = regularise(sigma[h], ridge, cond_cap)
+            reg, shifts = regularise(sigma[h], ridge)
             c_l[h], i_l[h] = cholesky_pair(reg, f" of layer {layer}, KV head {h}")
             diag_rows.append({"layer": layer, "kv_head": h, **diagnostics(sigma[h], reg), **shifts})
         chol[layer], inv[layer], sig[layer] = c_l, i_l, sigma
@@ -462,10 +453,8 @@ def calibrate(
         "ctx": max(len(ids) for ids in ids_list),
         "variant": variant,
         "rope_ctx": ctx if variant == "rope" else None,
-        "rope_weights": None if rope_weights is None else [float(v) for v in rope_weights],
         "rope_convention": "half" if variant == "rope" else None,
         "ridge": float(ridge),
-        "cond_cap": None if cond_cap is None else float(cond_cap),
         "overflow_margin": float(overflow_margin),
         "overflow_layers": overflow,
         "diagnostics": diag_rows,
@@ -490,7 +479,6 @@ def calibrate_on_corpus(
     bos: bool | None = None,
     variant: str = "plain",
     ridge: float = DEFAULT_RIDGE,
-    cond_cap: float | None = None,
     model_name: str | None = None,
     save: bool = True,
     refresh: bool = False,
@@ -499,7 +487,7 @@ def calibrate_on_corpus(
 ) -> QPrecond:
     """Calibrate on ``n_passages`` calib-split passages of ``ctx`` tokens, cached by name.
 
-    The name (:func:`artifact_name`) carries model, corpus, ctx, passages, variant, ridge and cap
+    The name (:func:`artifact_name`) carries model, corpus, ctx, passages, variant and ridge
     plus a fingerprint of the model weights and the passage tokens; an artifact of that name in
     :func:`calib_dir` is loaded instead of recomputed (``refresh=True`` recomputes). ``bos``
     defaults to True for Gemma3 (as the harness's passages). ``passages`` may be given to skip
@@ -514,11 +502,11 @@ def calibrate_on_corpus(
     chosen = list(passages) if passages is not None else calib_passages(corp, tokenizer, ctx, n_passages, seed, bos)
     ids_list = token_lists(chosen)
     fp = hashlib.sha256((model_fingerprint(model) + passages_fingerprint(ids_list)).encode()).hexdigest()
-    name = artifact_name(model_name or model_label(model), corp.name, ctx, len(ids_list), variant, ridge, cond_cap, fp)
+    name = artifact_name(model_name or model_label(model), corp.name, ctx, len(ids_list), variant, ridge, fp)
     if save and not refresh and exists(name):
         return load(name)
     qp = calibrate(
-        model, chosen, variant=variant, ridge=ridge, cond_cap=cond_cap, progress=progress,
+        model, chosen, variant=variant, ridge=ridge, progress=progress,
         meta={
             "model": model_name or model_label(model),
             "corpus": corp.name,

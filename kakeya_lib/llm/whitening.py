@@ -73,11 +73,8 @@ def pooled_gram(q: Any, n_kv: int) -> np.ndarray:
     return torch.matmul(x.transpose(1, 2), x).cpu().numpy()
 
 
-def regularise(sigma: np.ndarray, ridge: float = DEFAULT_RIDGE, cond_cap: float | None = None) -> tuple[np.ndarray, dict[str, float]]:
-    """``Σ + ridge · mean(diag Σ) · I``, then the Tikhonov shift that caps ``cond(L)`` at ``cond_cap``.
-
-    Returns the regularised matrix (float64, symmetric) and the two shifts added to its diagonal.
-    """
+def regularise(sigma: np.ndarray, ridge: float = DEFAULT_RIDGE) -> tuple[np.ndarray, dict[str, float]]:
+    """``Σ + ridge · mean(diag Σ) · I``: the regularised matrix (float64, symmetric) and the shift added."""
     s = np.asarray(sigma, dtype=np.float64)
     s = (s + s.T) / 2
     d = s.shape[0]
@@ -86,14 +83,7 @@ def regularise(sigma: np.ndarray, ridge: float = DEFAULT_RIDGE, cond_cap: float 
         raise InputError(f"Σ is not usable (mean diagonal {scale}, finite: {bool(np.isfinite(s).all())}); "
                          "were queries recorded for this layer?")
     ridge_add = float(ridge) * scale
-    reg = s + ridge_add * np.eye(d)
-    lam = 0.0
-    if cond_cap is not None:
-        c2 = float(cond_cap) ** 2
-        ev = np.linalg.eigvalsh(reg)
-        lam = max(0.0, (float(ev[-1]) - c2 * float(ev[0])) / (c2 - 1.0))
-        reg = reg + lam * np.eye(d)
-    return reg, {"ridge_add": ridge_add, "tikhonov": lam}
+    return s + ridge_add * np.eye(d), {"ridge_add": ridge_add}
 
 
 def cholesky_pair(sigma_reg: np.ndarray, where: str = "") -> tuple[np.ndarray, np.ndarray]:
