@@ -83,6 +83,10 @@ def test_concat_basis_and_a_wider_zero_bin():
     err = {name: float(((codecs.decode(b) - x) ** 2).mean()) for name, b in (("head", hb), ("concat", cb))}
     # the synthetic heads are mixed by one [W, W] matrix: the concatenated basis decorrelates them
     assert len(cb) < len(hb) and err["concat"] < 2 * err["head"]
+    cen = _codec(step=0.3, centroid=1).encode(x)
+    # [groups = 2, 2] float16 offsets in a section of their own (5-byte entry), and a longer spec in the header
+    assert len(cen) == len(hb) + 2 * 2 * 2 + 5 + len(",centroid=1")
+    assert float(((codecs.decode(cen) - x) ** 2).mean()) < err["head"]
     dz = _codec(step=0.3, rounding=0.3).encode(x)
     assert len(dz) < len(hb) and float(((codecs.decode(dz) - x) ** 2).mean()) > err["head"]
 

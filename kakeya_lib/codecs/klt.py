@@ -35,7 +35,9 @@ Byte layout (container sections, in order)::
              pca) arrays' SHA-256 prefix), qmax (uint16), log2 s_min and log2 s_max (float32;
              rowscale=0: both the blob's RMS exponent)
     skeleton mean=prompt only: float16 prompt mean [heads · D]
-    scales   rowscale=1 only: one rANS stream of the vectors' scale codes (alphabet 256)
+    scales   rowscale=1 only: one rANS stream of the vectors' scale codes (alphabet 2**scale_bits)
+    codebook centroid=1 only: float16 [groups, 2], the mean of |v| − |q| for |q| = 1 and |q| >= 2
+             (v = y / (ŝ · step)); decoded indices sit at sign(q)·(|q| + offset)
     entropy  ceil(width / group) rANS streams (alphabet 2·qmax + 1), stream g in vector,
              coordinate order
 
@@ -81,6 +83,7 @@ class KLTParams:
     pca: Literal["head", "concat"] = "head"  # the artifact's per-head KLT, or one over a token's heads concatenated
     rounding: float = 0.5  # q = sign(y)·floor(|y|/step + rounding): 0.5 rounds, less widens the zero bin
     scale_bits: int = 8  # scale codes 1 .. 2**scale_bits - 1 on the blob's log range (0 marks a zero vector)
+    centroid: bool = False  # decode nonzero indices at their bin's mean (per group, |q| = 1 and |q| >= 2), stored
 
     def __post_init__(self) -> None:
         checks = [
@@ -200,11 +203,27 @@ class KLTCodec(Codec):
         sections.insert(0, ("blocks", _HEADER.pack(FORMAT_VERSION, cal.digest, qmax, lo, hi)))
         if p.rowscale:
             sections.append(("scales", rans.encode(codes, self._levels + 1)))
+        groups = self._groups(q_host.shape[1])
+        if p.centroid:
+            offsets = self._centroid_offsets(to_host(v).astype(np.float64), q_host, groups)
+            sections.append(("codebook", floats.to_bytes(offsets, "f16", np, "centroid offsets")))
         sym = q_host + qmax
         alphabet = max(2 * qmax + 1, 2)
-        streams = [np.ascontiguousarray(sym[:, g]).reshape(-1) for g in self._groups(q_host.shape[1])]
+        streams = [np.ascontiguousarray(sym[:, g]).reshape(-1) for g in groups]
         sections.append(("entropy", b"".join(rans.encode_many(streams, alphabet))))
         return sections
+
+    @staticmethod
+    def _centroid_offsets(v: np.ndarray, q: np.ndarray, groups: list[slice]) -> np.ndarray:
+        """Mean of ``|v| − |q|`` over the indices with ``|q| = 1`` and with ``|q| >= 2``, per group:
+        float16 [groups, 2] (0 where a class is empty), the shift that puts ``ŷ`` at the bin's mean."""
+        out = np.zeros((len(groups), 2))
+        for i, g in enumerate(groups):
+            a, m = np.abs(v[:, g]), np.abs(q[:, g])
+            for j, mask in enumerate((m == 1, m >= 2)):
+                if mask.any():
+                    out[i, j] = float(np.mean(a[mask] - m[mask]))
+        return floats.round_to(np.clip(out, -0.5, 0.5), "f16", np, "centroid offsets")
 
     def _row_scales(self, rms: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
         """Row codes (uint8 [rows]), the log2 range, and the decoded scales ``ŝ`` [rows]."""
@@ -230,7 +249,7 @@ class KLTCodec(Codec):
         n, d = box.n_rows, box.n_cols
         t = self._check_rows(n, d, cal, CorruptBlobError)
         expected = (["blocks"] + (["skeleton"] if p.mean == "prompt" else []) + (["scales"] if p.rowscale else [])
-                    + ["entropy"])
+                    + (["codebook"] if p.centroid else []) + ["entropy"])
         if list(box.sections) != expected:
             raise CorruptBlobError(f"klt: blob sections {list(box.sections)}, expected {expected}")
         head = box.section("blocks")
@@ -266,6 +285,15 @@ class KLTCodec(Codec):
         q = np.empty((rows, width), np.float32)
         for g, sym in zip(groups, streams):
             q[:, g] = (sym.astype(np.int64) - qmax).reshape(rows, g.stop - g.start)
+        if p.centroid:
+            offsets = floats.from_bytes(box.section("codebook"), "f16", 2 * len(groups), np, "centroid offsets")
+            if not (np.abs(offsets) <= 0.5).all():
+                raise CorruptBlobError("klt: a centroid offset lies outside [-0.5, 0.5]")
+            offsets = offsets.reshape(len(groups), 2)
+            for i, g in enumerate(groups):
+                m = np.abs(q[:, g])
+                shift = np.where(m == 1, offsets[i, 0], np.where(m >= 2, offsets[i, 1], 0.0))
+                q[:, g] = np.sign(q[:, g]) * (m + shift)
         y = to_device(q * s_hat[:, None], xp)
         r = self._unproject(y, cal, t, xp)
         return (r + to_device(np.asarray(mu_host, np.float32), xp)).reshape(n, d)
