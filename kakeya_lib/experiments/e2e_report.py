@@ -59,6 +59,7 @@ class E2EReport:
     corpus: str
     headline: str
     out_dir: Path = GENERATED_DIR  # where tables/, figures/ and variables/ are written
+    headline_series: str = "ours"  # the frontier series the headline recipe is a point of
     settings: list[tuple[str, str]] = field(init=False)
     # filled by the write_* methods, read by write_macros
     tuning: list[dict[str, Any]] = field(init=False, default_factory=list)
@@ -74,11 +75,12 @@ class E2EReport:
 
     @classmethod
     def for_sweeps(cls, profile: str, model: str, corpus: str, headline: str, sweep_files: Sequence[str],
-                   store: Store | None = None, out_dir: Path = GENERATED_DIR) -> "E2EReport":
+                   store: Store | None = None, out_dir: Path = GENERATED_DIR, headline_series: str = "ours"
+                   ) -> "E2EReport":
         """The report over the cells of ``sweep_files`` only (other stored cells are ignored)."""
         base = store if store is not None else Store()
         only = base.only(t.cell.relpath for f in sweep_files for t in sweep.load(REPO_ROOT / f).tasks)
-        return cls(only, profile, model, corpus, headline, out_dir)
+        return cls(only, profile, model, corpus, headline, out_dir, headline_series)
 
     # -- tables and figures -------------------------------------------------------------------
     def _table(self, name: str, rows: list[dict[str, Any]], columns: list[report.Column], caption: str,
@@ -117,10 +119,10 @@ class E2EReport:
                 axes[0, col].semilogy(x, [r["kl_mean"] for r in pts], _family_style(name), **kw)
                 axes[1, col].plot(x, [r["delta_ppl_pct"] for r in pts], _family_style(name), **kw)
                 all_points += [dict(r, model=m, corpus=c, series=name) for r in pts]
-            head = tables.recipe_point(series.get("ours", []), self.headline)
+            head = tables.recipe_point(series.get(self.headline_series, []), self.headline)
             if head is not None:  # name the tuned recipe's point
                 axes[0, col].annotate(self.headline, (head["ratio_vs_bf16"], head["kl_mean"]), xytext=(6, -10),
-                                      textcoords="offset points", fontsize=7, color=color["ours"])
+                                      textcoords="offset points", fontsize=7, color=color[self.headline_series])
             for t in tables.KL_TARGETS:
                 axes[0, col].axhline(t, color="0.7", lw=0.6, zorder=0)
             axes[1, col].axhline(tables.PPL_TARGET, color="0.7", lw=0.6, zorder=0)
@@ -169,8 +171,9 @@ class E2EReport:
         self.paired = []
         for m, c in self.settings:
             series = tables.series_points(self.store, self.profile, m, c)
-            point = tables.recipe_point(series.get("ours", []), self.headline)
-            for r in tables.paired_at_matched_ratio(self.store, self.profile, m, c, point["plan"]) if point else []:
+            point = tables.recipe_point(series.get(self.headline_series, []), self.headline)
+            for r in tables.paired_at_matched_ratio(self.store, self.profile, m, c, point["plan"],
+                                                          self.headline_series) if point else []:
                 verdict = ("ours lower" if r["kl_diff_hi"] < 0 else "peer lower" if r["kl_diff_lo"] > 0
                            else "not resolved")
                 self.paired.append(dict(r, model=m, corpus=c, verdict=verdict,
@@ -295,7 +298,7 @@ class E2EReport:
         """The tuned recipe itself on the main setting's eval passages, and the frontier readings."""
         values: dict[str, str] = {}
         series = tables.series_points(self.store, self.profile, self.model, self.corpus)
-        head_row = tables.recipe_point(series.get("ours", []), self.headline)
+        head_row = tables.recipe_point(series.get(self.headline_series, []), self.headline)
         if head_row is not None:
             values["HeadlineRatio"] = f"{head_row['ratio_vs_bf16']:.2f}"
             values["HeadlineKl"] = f"{head_row['kl_mean']:.4f}"
@@ -305,7 +308,7 @@ class E2EReport:
             values["HeadlineDeltaCi"] = f"[{head_row['delta_ppl_ci_lo']:+.2f}, {head_row['delta_ppl_ci_hi']:+.2f}]"
             values["HeadlineTopOne"] = f"{head_row['top1_pct']:.1f}"
         main = [r for r in self.summary if (r["model"], r["corpus"]) == (self.model, self.corpus)]
-        ours = [r for r in main if r["series"] == "ours"]
+        ours = [r for r in main if r["series"] == self.headline_series]
         if ours:
             values["OursKlTenRatio"] = report.latex_escape(ours[0]["kl<=0.01"])
             values["OursPplOneRatio"] = report.latex_escape(ours[0]["dppl<=1"])
