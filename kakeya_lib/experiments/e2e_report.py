@@ -195,24 +195,45 @@ class E2EReport:
                                "contains zero.", size="\\scriptsize")
         return self.paired
 
-    def write_gain(self) -> list[dict[str, Any]]:
-        gain = decorate([dict(r, model=m, corpus=c) for m, c in self.settings
-                         for r in tables.gain_rows(self.store, self.profile, m, c, self.headline)])
-        for r in gain:
+    def _parts_rows(self, recipe: str, **kwargs: Any) -> list[dict[str, Any]]:
+        rows = decorate([dict(r, model=m, corpus=c) for m, c in self.settings
+                         for r in tables.gain_rows(self.store, self.profile, m, c, recipe, **kwargs)])
+        for r in rows:
             r["vs_ours"] = ("" if r.get("kl_vs_ours") is None
                             else with_ci(r["kl_vs_ours"], r["kl_vs_ours_lo"], r["kl_vs_ours_hi"], report.fixed(4)))
+        return rows
+
+    def _parts_table(self, name: str, rows: list[dict[str, Any]], caption: str) -> None:
+        self._table(name, rows, [report.Column("model", "model", str, "l"),
+                           report.Column("corpus", "corpus", str, "l"), report.Column("side", "", str, "l"),
+                           report.Column("plan", "configuration", str, "l")] + QUALITY + [
+                           report.Column("vs_ours", "KL − ours at its ratio [95 % CI]", str, "l")],
+                    caption, size="\\scriptsize")
+
+    def write_gain(self, recipe: str = "ours-5x") -> list[dict[str, Any]]:
+        """Where the Hadamard recipe's gain comes from: its parts added to TurboQuant-4, removed from it."""
+        gain = self._parts_rows(recipe)
         if gain:
-            self._table("gain", gain, [report.Column("model", "model", str, "l"),
-                               report.Column("corpus", "corpus", str, "l"), report.Column("side", "", str, "l"),
-                               report.Column("plan", "configuration", str, "l")] + QUALITY + [
-                               report.Column("vs_ours", "KL − ours at its ratio [95 % CI]", str, "l")],
-                               f"Each of our parts added to TurboQuant-4 (f16 norms) and removed from {self.headline}, "
-                               "per setting (each setting's rows on its own passages). Last column, for each removal: "
-                               "its KL minus our series' KL read at the same ratio (each passage interpolated in log KL "
-                               "between the two bracketing points of our series; blank outside its range), paired "
-                               "bootstrap CI; positive: the part is worth that much KL at equal bytes.",
-                               size="\\scriptsize")
+            self._parts_table("gain", gain,
+                              f"Each of our parts added to TurboQuant-4 (f16 norms) and removed from {recipe}, "
+                              "per setting (each setting's rows on its own passages). Last column, for each removal: "
+                              "its KL minus our series' KL read at the same ratio (each passage interpolated in log KL "
+                              "between the two bracketing points of our series; blank outside its range), paired "
+                              "bootstrap CI; positive: the part is worth that much KL at equal bytes.")
         return gain
+
+    def write_levers(self, recipe: str = "ours-klt", series: str = "ours-klt", table: str = "klt-levers"
+                     ) -> list[dict[str, Any]]:
+        """The calibrated transform coder's levers: each part removed or changed, at matched rate."""
+        rows = self._parts_rows(recipe, peer_series=(), table=table, ours_series=series)
+        rows = [r for r in rows if r["side"] != "ours" or any(o["side"] != "ours" for o in rows)]
+        if rows:
+            self._parts_table("levers", rows,
+                              f"{recipe}'s parts, each removed or changed (every other part as tuned), per setting. "
+                              f"Last column: the row's KL minus the {series} series' KL read at the row's own ratio "
+                              "(paired bootstrap CI; positive: the recipe's choice is worth that much KL at equal "
+                              "bytes; blank outside the series' measured range).")
+        return rows
 
     def _main_cells(self) -> dict[str, CellResult | None]:
         s, p, m, c = self.store, self.profile, self.model, self.corpus

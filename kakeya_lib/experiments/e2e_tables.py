@@ -135,15 +135,15 @@ def paired_at_matched_ratio(store: Store, profile: str, model: str, corpus: str,
 
 
 def gain_rows(store: Store, profile: str, model: str, corpus: str, recipe: str, peer_series: Sequence[str] = (
-        "TurboQuant", "TurboQuant +sink", "TurboQuant +sink +entropy"), peer_point: str = "bits=4"
-              ) -> list[dict[str, Any]]:
-    """The peer with each of our parts added, then ``recipe`` (its point on the ``ours`` series)
-    and the ``gain`` table's rows: the recipe with each part removed.
+        "TurboQuant", "TurboQuant +sink", "TurboQuant +sink +entropy"), peer_point: str = "bits=4",
+              table: str = "gain", ours_series: str = "ours") -> list[dict[str, Any]]:
+    """The peer with each of our parts added, then ``recipe`` (its point on the ``ours_series``
+    series) and the ``table`` head-to-head cell's rows: the recipe with each part removed or changed.
 
-    Each "ours − part" row also carries the rate-matched cost of the removal: its per-passage KL
-    minus the ``ours`` series' KL read at the row's own ratio (:func:`.frontier.at_ratio`), with
+    Each "ours − part" row also carries the rate-matched cost of the change: its per-passage KL
+    minus the ``ours_series`` KL read at the row's own ratio (:func:`.frontier.at_ratio`), with
     the paired bootstrap CI (``kl_vs_ours``, ``kl_vs_ours_lo``/``_hi``; positive: the part helps).
-    Rows whose ratio lies outside the ours series' measured range get ``None`` there.
+    Rows whose ratio lies outside that series' measured range get ``None`` there.
     """
     out = []
     cells = series_cells(store, profile, model, corpus)
@@ -151,11 +151,11 @@ def gain_rows(store: Store, profile: str, model: str, corpus: str, recipe: str, 
         for r in cells[name].rows if name in cells else []:
             if r["plan"].endswith(peer_point):
                 out.append({"side": "peer + part", **r})
-    ours_cell = _with_results(store, cells["ours"]) if "ours" in cells else None
+    ours_cell = _with_results(store, cells[ours_series]) if ours_series in cells else None
     ours = recipe_point(ours_cell.rows, recipe) if ours_cell else None
     if ours is not None:
         out.append({"side": "ours", **ours, "plan": recipe})
-    gain = store.largest(profile, "e2e/head_to_head", model, corpus, label_prefix="gain-")
+    gain = store.largest(profile, "e2e/head_to_head", model, corpus, label_prefix=f"{table}-")
     if gain is None:
         return out
     gain = _with_results(store, gain)
