@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from kakeya_lib import codecs
 from kakeya_lib.experiments import e2e
 from kakeya_lib.llm import corpora, recipes
+from kakeya_lib.llm.plan import template_spec
 from kakeya_lib.paths import RESULTS_DIR
 from kakeya_lib.store import Cell, Store
 
@@ -59,7 +59,8 @@ def test_tuned_recipes_come_from_a_calib_tuning_cell_by_its_rule(recipe):
     chosen = e2e.select_by_kl(got.rows, recipe.tuning["target_kl"])
     assert chosen is not None and recipe.tuning["target_kl"] in chosen["selected_for_kl"]
     plan = recipe.plan()
-    assert (codecs.get(plan.k).spec, codecs.get(plan.v).spec) == (chosen["k_codec"], chosen["v_codec"]), \
+    assert (template_spec(plan.k), template_spec(plan.v)) == (template_spec(chosen["k_codec"]),
+                                                             template_spec(chosen["v_codec"])), \
         f"{recipe.name}: its specs are not the ones its tuning cell selected"
     assert plan.protect_tokens == chosen["protect_tokens"]
 
@@ -69,7 +70,8 @@ def test_tuning_rows_are_the_current_template_at_their_steps():
     for c in Store().cells("paper", "e2e/tuning"):
         for r in c.rows:
             ((_, plan),) = e2e.tuning_plans([r["k_step"]], [r["v_step"]], base=c.cell.params.get("base"))
-            assert (r["k_codec"], r["v_codec"]) == (codecs.get(plan.k).spec, codecs.get(plan.v).spec)
+            assert (template_spec(r["k_codec"]), template_spec(r["v_codec"])) == (template_spec(plan.k),
+                                                                                 template_spec(plan.v))
             assert r["protect_tokens"] == plan.protect_tokens
 
 

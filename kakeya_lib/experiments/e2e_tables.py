@@ -182,13 +182,15 @@ def tuning_rows(store: Store, profile: str) -> list[dict[str, Any]]:
 
 def recipe_point(rows: Sequence[Mapping[str, Any]], recipe: str) -> Mapping[str, Any] | None:
     """The row of ``rows`` that is exactly the named recipe (same K/V specs and exact tokens)."""
-    from .. import codecs  # noqa: PLC0415
     from ..llm import recipes  # noqa: PLC0415
+    from ..llm.plan import template_spec  # noqa: PLC0415
 
     plan = recipes.load(recipe).plan()
-    want = (codecs.get(plan.k).spec, codecs.get(plan.v or plan.k).spec, plan.protect_tokens, plan.hot_tokens)
+    want = (template_spec(plan.k), template_spec(plan.v or plan.k), plan.protect_tokens, plan.hot_tokens)
     for r in rows:
-        if (r["k_codec"], r["v_codec"], r.get("protect_tokens", 0), r.get("hot_tokens", 0)) == want:
+        got = (template_spec(r["k_codec"]), template_spec(r["v_codec"]), r.get("protect_tokens", 0),
+               r.get("hot_tokens", 0))
+        if got == want:
             return r
     return None
 

@@ -167,6 +167,22 @@ def kvtc_needs_calibration(spec: str | None) -> bool:
     return getattr(codec, "needs_calibration", False) and codec.params.calib == "auto"
 
 
+def template_spec(spec: str) -> str:
+    """The spec as a plan writes it, from the resolved one a result row records.
+
+    A calibrated codec's artifact name goes back to ``calib=auto`` and the keys the harness fills
+    in (``heads``, ``layer``, ``stream``) go; other specs come back canonical. Recipes are compared
+    with stored rows through this (``kvtc:calib=NAME,heads=3,bits=2`` -> ``kvtc:bits=2,calib=auto``).
+    """
+    codec = codecs.get(spec)
+    if not getattr(codec, "needs_calibration", False):
+        return codec.spec
+    name, raw = codecs.split_spec(spec)
+    keys = {k: v for k, v in raw.items() if k not in ("heads", "layer", "stream")}
+    keys["calib"] = "auto"
+    return codecs.get(f"{name}:" + ",".join(f"{k}={v}" for k, v in keys.items())).spec
+
+
 def spec_for_layer(spec: str, layer: int, stream: str) -> str:
     """Fill in ``layer`` and ``stream`` for codecs calibrated per layer and stream (``kvtc``, ``klt``).
 
