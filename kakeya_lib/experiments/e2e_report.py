@@ -333,6 +333,10 @@ class E2EReport:
         if ours:
             values["OursKlTenRatio"] = report.latex_escape(ours[0]["kl<=0.01"])
             values["OursPplOneRatio"] = report.latex_escape(ours[0]["dppl<=1"])
+        # our two recipe families at KL <= 0.01 on the main setting ("--" when a series is absent)
+        for name in ("ours", "ours-klt"):
+            row = next((r for r in main if r["series"] == name), None)
+            values[f"Series {name} kl ten"] = report.latex_escape(row["kl<=0.01"]) if row else "--"
         peers = [r for r in main if not r["series"].startswith("ours") and r["kl<=0.01 ratio"] is not None]
         if peers:
             best = max(peers, key=lambda r: r["kl<=0.01 ratio"])
