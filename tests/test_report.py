@@ -60,9 +60,10 @@ def test_artifact_map_lists_the_tables_and_figures_the_paper_uses(tmp_path):
     (paper / "sections").mkdir(parents=True)
     (paper / "main.tex").write_text("\\newcommand{\\genfigure}[4][x]{\\includegraphics{generated/figures/#2-#3.pdf}}\n")
     (paper / "sections" / "results.tex").write_text(
-        "\\gentable{render-e2e-gain}\n% \\gentable{render-e2e-commented-out}\n"
+        "\\gentable{render-e2e-gain}\n% \\gentable{render-e2e-commented-out}\n\\gentableopt{render-e2e-levers}\n"
         "\\genfigure[0.7\\linewidth]{render-stages}{quantiser-rd}{A caption.}\n")
-    assert artifact_map.used_artifacts(paper) == [("table", "render-e2e", "gain"), ("figure", "render-stages", "quantiser-rd")]
+    assert artifact_map.used_artifacts(paper) == [("table", "render-e2e", "gain"), ("optional table", "render-e2e", "levers"),
+                                                  ("figure", "render-stages", "quantiser-rd")]
     with pytest.raises(InputError, match="render-e2e-gain.tex was not generated"):
         artifact_map.write_artifact_map(paper, gen)
     (gen / "tables").mkdir(parents=True)
@@ -72,6 +73,9 @@ def test_artifact_map_lists_the_tables_and_figures_the_paper_uses(tmp_path):
     tex = artifact_map.write_artifact_map(paper, gen).read_text()
     assert r"Table~\ref{tab:render-e2e-gain} & \texttt{notebooks/render-e2e.ipynb}" in tex
     assert r"Figure~\ref{fig:render-stages-quantiser-rd} & \texttt{notebooks/render-stages.ipynb}" in tex
+    assert "levers" not in tex  # an optional table that was not generated is left out, not an error
+    (gen / "tables" / "render-e2e-levers.tex").write_text("x")
+    assert r"Table~\ref{tab:render-e2e-levers}" in artifact_map.write_artifact_map(paper, gen).read_text()
     (paper / "sections" / "bad.tex").write_text("\\gentable{nobody-table}\n")
     with pytest.raises(InputError, match="names no render notebook"):
         artifact_map.used_artifacts(paper)

@@ -3,8 +3,9 @@
 The paper's captions do not name notebooks (that is pipeline plumbing in the reader's way); this
 module lists them once, as an appendix table. It reads which generated tables and figures the
 paper really uses (``\\gentable{<stem>-<name>}`` and ``\\genfigure[...]{<stem>}{<name>}`` in
-``main.tex`` and ``sections/*.tex``), checks that each file exists and that its stem is a render
-notebook, and writes ``generated/tables/artifact-map.tex``. ``make paper`` runs it before LaTeX::
+``main.tex`` and ``sections/*.tex``; ``\\gentableopt`` tables only when generated), checks that
+each file exists and that its stem is a render notebook, and writes
+``generated/tables/artifact-map.tex``. ``make paper`` runs it before LaTeX::
 
     python -m kakeya_lib.report.artifact_map
 """
@@ -19,14 +20,15 @@ from ..errors import InputError
 from ..paths import GENERATED_DIR, REPO_ROOT
 from .latex import _atomic_write, latex_escape
 
-_GENTABLE = re.compile(r"\\gentable\{([^}]+)\}")
+_GENTABLE = re.compile(r"\\gentable(opt)?\{([^}]+)\}")
 _GENFIGURE = re.compile(r"\\genfigure(?:\[[^\]]*\])?\{([^}]+)\}\{([^}]+)\}")
 
 
 def used_artifacts(paper_dir: Path) -> list[tuple[str, str, str]]:
     """``(kind, stem, name)`` of every generated table and figure the paper inputs, in text order.
 
-    ``kind`` is ``"table"`` or ``"figure"``; ``stem`` is the render notebook's name.
+    ``kind`` is ``"table"``, ``"optional table"`` (``\\gentableopt``: shown only when generated)
+    or ``"figure"``; ``stem`` is the render notebook's name.
     """
     sources = [paper_dir / "main.tex", *sorted((paper_dir / "sections").glob("*.tex"))]
     notebooks = sorted((p.stem for p in (REPO_ROOT / "notebooks").glob("render-*.ipynb")), key=len, reverse=True)
@@ -34,11 +36,11 @@ def used_artifacts(paper_dir: Path) -> list[tuple[str, str, str]]:
     for src in sources:
         text = "\n".join(line.split("%", 1)[0] for line in src.read_text().splitlines())  # skip comments
         for m in _GENTABLE.finditer(text):
-            full = m.group(1)
+            full = m.group(2)
             stem = next((nb for nb in notebooks if full.startswith(nb + "-")), None)
             if stem is None:
                 raise InputError(f"{src.name}: \\gentable{{{full}}} names no render notebook")
-            out.append(("table", stem, full[len(stem) + 1:]))
+            out.append(("optional table" if m.group(1) else "table", stem, full[len(stem) + 1:]))
         for m in _GENFIGURE.finditer(text):
             if m.group(1) != "#2":  # the macro's own definition
                 out.append(("figure", m.group(1), m.group(2)))
@@ -56,7 +58,11 @@ def write_artifact_map(paper_dir: Path = REPO_ROOT / "paper", generated: Path = 
     """
     rows = []
     for kind, stem, name in used_artifacts(paper_dir):
+        optional = kind == "optional table"
+        kind = "table" if optional else kind
         path = generated / ("tables" if kind == "table" else "figures") / f"{stem}-{name}.{'tex' if kind == 'table' else 'pdf'}"
+        if optional and not path.exists():
+            continue
         if not path.exists():
             raise InputError(f"the paper uses {kind} {stem}-{name}, but {path.name} was not generated: run the render notebooks")
         ref = f"\\ref{{{'tab' if kind == 'table' else 'fig'}:{stem}-{name}}}"
