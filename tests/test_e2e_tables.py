@@ -57,6 +57,17 @@ def test_frontier_summary_reads_each_series_at_the_bars(store):
     rows = {r["series"]: r for r in e2e_tables.frontier_summary(store, "smoke")}
     assert rows["ours"]["kl<=0.005"] == "--" and 5.0 < rows["ours"]["kl<=0.01 ratio"] < 6.0
     assert rows["TurboQuant +sink"]["kl<=0.01 kind"] == "interpolated" and rows["ours"]["exact_tokens"] == "sink 1"
+    assert rows["ours"]["coded kl<=0.01"] is None  # the fixture's results hold no per-layer tallies
+
+
+def test_the_coded_layers_ratio_leaves_the_uncoded_layers_out():
+    def layer(compressed, k, v, bf16, sink=0):
+        return {"compressed": compressed, "k_bytes": k, "v_bytes": v, "hot_bytes": 0, "protected_bytes": sink,
+                "bf16_bytes": bf16}
+
+    result = {"per_layer": [layer(False, 0, 0, 1000), layer(True, 100, 80, 1000, sink=20), layer(True, 90, 110, 1000)]}
+    assert e2e_tables.coded_layers_ratio(result) == pytest.approx(2000 / 400)
+    assert e2e_tables.coded_layers_ratio({"per_layer": [layer(False, 0, 0, 1000)]}) is None
 
 
 def test_paired_comparison_picks_the_nearest_ratio_point_and_its_interval(store):

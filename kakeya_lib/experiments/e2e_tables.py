@@ -77,13 +77,42 @@ def series_per_passage(store: Store, profile: str, model: str, corpus: str, metr
     return rows, np.array(values, dtype=np.float64).reshape(len(rows), -1)
 
 
+def coded_layers_ratio(result: Mapping[str, Any]) -> float | None:
+    """bf16 bytes over stored bytes of the coded layers alone (from a result's ``per_layer``).
+
+    On a model whose cache the plan codes only in part (Gemma-3: 3 full-attention layers of 18,
+    the sliding-window ones kept bf16) the whole-cache ratio is bounded by the uncoded layers and
+    hides the codecs' differences; this one reads them. None without per-layer tallies.
+    """
+    coded = [layer for layer in result.get("per_layer") or [] if layer.get("compressed")]
+    stored = sum(layer["k_bytes"] + layer["v_bytes"] + layer["hot_bytes"] + layer["protected_bytes"] for layer in coded)
+    return sum(layer["bf16_bytes"] for layer in coded) / stored if stored else None
+
+
 def frontier_summary(store: Store, profile: str, kl_targets: Sequence[float] = KL_TARGETS,
                      ppl_target: float = PPL_TARGET) -> list[dict[str, Any]]:
-    """One row per setting and series: ratios at the quality bars (see :mod:`.frontier`)."""
+    """One row per setting and series: ratios at the quality bars (see :mod:`.frontier`).
+
+    ``coded kl<=0.01``: the same reading at KL <= 0.01 with each point's coded-layers ratio
+    (:func:`coded_layers_ratio`), for settings that leave some layers uncoded.
+    """
     out = []
     for model, corpus in settings(store, profile):
-        for row in frontier_table(series_points(store, profile, model, corpus), kl_targets, ppl_target):
-            out.append({"model": model, "corpus": corpus, **row})
+        cells = series_cells(store, profile, model, corpus)
+        points = {name: list(cell.rows) for name, cell in cells.items()}
+        coded: dict[str, list[dict[str, Any]]] = {}
+        for name, cell in cells.items():
+            cell = _with_results(store, cell)
+            ratios = [coded_layers_ratio(res) for res in cell.results["results"]]
+            if all(r is not None for r in ratios):
+                coded[name] = [dict(row, ratio_vs_bf16=r) for row, r in zip(cell.rows, ratios)]
+        coded_rows = {r["series"]: r for r in frontier_table(coded, (0.01,), ppl_target)}
+        order = sorted(points, key=lambda s: (not s.startswith("ours"), s))
+        for row in frontier_table({s: points[s] for s in order}, kl_targets, ppl_target):
+            reading = coded_rows.get(row["series"])
+            out.append({"model": model, "corpus": corpus, **row,
+                        "coded kl<=0.01": reading["kl<=0.01"] if reading else None,
+                        "coded kl<=0.01 ratio": reading["kl<=0.01 ratio"] if reading else None})
     return out
 
 
