@@ -87,3 +87,23 @@ def test_no_tuning_passage_shares_a_document_with_an_evaluation_passage():
             assert res.get("split", "eval") == "eval"
     assert tuning_docs, "no tuning cell in the paper store"
     assert not tuning_docs & eval_docs
+
+
+def test_a_calibrated_structure_was_tuned_off_its_calibration_documents():
+    # klt reads per-model tables fitted on the first calib passages (seed 0); its tuning passages must
+    # come from other documents, and their ids must name exactly that exclusion.
+    store = Store()
+    cells = [c for c in store.cells("paper", "e2e/tuning") if c.cell.params.get("exclude_calibration_docs")]
+    assert cells, "no tuning cell of a calibrated structure in the paper store"
+    from kakeya_lib.llm.corpora.passages import exclusion_tag
+    from kakeya_lib.llm.models import load_model
+
+    for c in cells:
+        p = c.cell.params
+        loaded = load_model(c.cell.model)
+        calibration = corpora.passages(c.cell.corpus, loaded.tokenizer, p["ctx"], 0, p["calib_passages"], 0,
+                                       split="calib", bos=loaded.needs_bos)
+        used = sorted({d for q in calibration for d in q.doc_ids})
+        res = store.load(c.cell, with_results=True).results
+        assert not set(used) & {d for docs in res["doc_ids"] for d in docs}
+        assert all(exclusion_tag(used) + ":" in pid for pid in res["passage_ids"])

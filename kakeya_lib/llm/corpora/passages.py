@@ -318,7 +318,7 @@ def passages(
         text_ids = stream.tokens[start:end]
         out.append(
             Passage(
-                passage_id=f"{corp.name}:{split}:s{seed}:L{ctx_len + n_eval}{_exclusion_tag(excluded)}:p{k}",
+                passage_id=f"{corp.name}:{split}:s{seed}:L{ctx_len + n_eval}{exclusion_tag(excluded)}:p{k}",
                 corpus=corp.name, split=split, seed=int(seed), index=k,
                 doc_id=doc_id, doc_offset=offset, doc_ids=tuple(doc_ids),
                 input_ids=bos_ids + text_ids, ctx_len=ctx_len, n_eval=n_eval, bos=bool(bos_ids),
@@ -328,7 +328,7 @@ def passages(
     return out
 
 
-def _exclusion_tag(excluded: Sequence[str]) -> str:
+def exclusion_tag(excluded: Sequence[str]) -> str:
     """``""``, or ``":x"`` + 8 hex digits of the excluded document ids (sorted): part of passage ids."""
     if not excluded:
         return ""
