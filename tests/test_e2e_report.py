@@ -32,3 +32,24 @@ def test_the_report_writes_its_tables_figures_and_macros(store, tmp_path):
     stored = json.loads((tmp_path / "variables" / "render-e2e.json").read_text())["values"]
     assert stored["Headline"] == "ours-5x" and stored["OursKlTenRatio"] == values["OursKlTenRatio"]
     assert stored["Rho k"] == "1.00" and stored["Rho points"] == "4"
+
+
+def test_the_levers_table_lists_the_settings_that_have_the_cell(store, tmp_path):
+    from kakeya_lib.llm import recipes
+
+    from .test_e2e_tables import row, save
+
+    plan = recipes.load("ours-klt").plan()
+    k = plan.k.replace("calib=auto", "calib=kvtc-x") + ",heads=3"  # the resolved spec a stored row holds
+    v = plan.v.replace("calib=auto", "calib=kvtc-x") + ",heads=3"
+    save(store, "e2e/frontier", "klt-x", {"series": "ours-klt"},
+         [row("ours-klt (as given)", 7.7, 0.009, k, v), row("ours-klt coarse", 9.0, 0.015, k, v)])
+    rep = E2EReport(store, "smoke", "tiny", "sotu", "ours-klt", out_dir=tmp_path, headline_series="ours-klt")
+    assert rep.write_levers() == []  # no levers cell yet: no table
+    save(store, "e2e/head_to_head", "klt-levers-x", {"table": "klt-levers"},
+         [row("ours-klt per-head basis", 8.0, 0.012, k.replace("pca=concat", "pca=head"), v)])
+    rows = rep.write_levers()
+    assert [(r["side"], r["plan"]) for r in rows] == [("ours", "ours-klt"), ("ours − part", "ours-klt per-head basis")]
+    assert rows[1]["vs_ours"].startswith("0.00")  # read against the ours-klt series at 8.0x, paired
+    assert (tmp_path / "tables" / "render-e2e-levers.tex").is_file()
+    assert rep.macro_values()["HeadlineRatio"] == "7.70"

@@ -229,7 +229,8 @@ class E2EReport:
                      ) -> list[dict[str, Any]]:
         """The calibrated transform coder's levers: each part removed or changed, at matched rate."""
         rows = self._parts_rows(recipe, peer_series=(), table=table, ours_series=series)
-        rows = [r for r in rows if r["side"] != "ours" or any(o["side"] != "ours" for o in rows)]
+        with_levers = {(r["model"], r["corpus"]) for r in rows if r["side"] != "ours"}
+        rows = [r for r in rows if (r["model"], r["corpus"]) in with_levers]  # settings that have the cell
         if rows:
             self._parts_table("levers", rows,
                               f"{recipe}'s parts, each removed or changed (every other part as tuned), per setting. "
