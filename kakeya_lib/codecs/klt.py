@@ -121,14 +121,9 @@ class KLTCodec(Codec):
         if not p.calib or p.calib == "auto":
             raise InputError("klt needs a calibration artifact: set calib=NAME (plans resolve calib=auto on the "
                              "corpus's calib split)")
-        if p.layer < 0:
-            raise InputError("klt needs the model layer whose transform to use: set layer=N in the spec")
         from ..llm import kvtc_calib  # noqa: PLC0415
 
-        art = kvtc_calib.load_kvtc(p.calib)
-        if art.heads != p.heads:
-            raise InputError(f"klt: spec has heads={p.heads} but calibration {p.calib!r} was fitted with "
-                             f"{art.heads} KV heads per token")
+        art = kvtc_calib.load_for_codec("klt", p.calib, p.layer, p.heads)
         return art.get(p.layer, p.stream, p.pca)
 
     # -- helpers ----------------------------------------------------------------------------

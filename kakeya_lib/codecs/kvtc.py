@@ -130,14 +130,9 @@ class KVTCCodec(Codec):
         if not p.calib:
             raise InputError("kvtc needs a calibration artifact: set calib=NAME (make one with "
                              "kakeya_lib.llm.kvtc_calib.calibrate_kvtc_on_corpus)")
-        if p.layer < 0:
-            raise InputError("kvtc needs the model layer whose tables to use: set layer=N in the spec")
         from ..llm import kvtc_calib  # noqa: PLC0415
 
-        art = kvtc_calib.load_kvtc(p.calib)
-        if art.heads != p.heads:
-            raise InputError(f"kvtc: spec has heads={p.heads} but calibration {p.calib!r} was fitted with "
-                             f"{art.heads} KV heads per token")
+        art = kvtc_calib.load_for_codec("kvtc", p.calib, p.layer, p.heads)
         cal = art.get(p.layer, p.stream, p.pca)
         if art.max_bits < math.ceil(p.bits):
             raise InputError(f"kvtc: bits={p.bits} exceeds the calibration's max_bits={art.max_bits}")

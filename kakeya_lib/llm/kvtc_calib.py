@@ -292,6 +292,21 @@ def load_kvtc(name: str) -> KVTCCalib:
     return _load_cached(str(path), stat.st_mtime_ns, stat.st_size)
 
 
+def load_for_codec(codec: str, name: str, layer: int, heads: int) -> KVTCCalib:
+    """The artifact a calibrated codec's spec names, checked against the spec's ``layer`` and ``heads``.
+
+    Raises :class:`InputError` naming ``codec`` when ``layer`` is unset or the artifact was fitted
+    with another number of KV heads per token (and, from :func:`load_kvtc`, when it is unknown).
+    """
+    if layer < 0:
+        raise InputError(f"{codec} needs the model layer whose tables to use: set layer=N in the spec")
+    art = load_kvtc(name)
+    if art.heads != heads:
+        raise InputError(f"{codec}: spec has heads={heads} but calibration {name!r} was fitted with "
+                         f"{art.heads} KV heads per token")
+    return art
+
+
 def artifact_nbytes(name: str) -> int:
     """Bytes of an artifact's arrays as stored (float32 means, bases, eigenvalues, steps, tables)."""
     return load_kvtc(name).nbytes()["total"]
