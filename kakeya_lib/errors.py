@@ -21,3 +21,7 @@ class CorruptBlobError(KakeyaError, ValueError):
 
 class BackendError(KakeyaError, RuntimeError):
     """The requested array backend (e.g. a GPU) is not usable on this machine."""
+
+
+class MissingDependencyError(KakeyaError, ImportError):
+    """A package the requested operation needs is not installed; the message says how to install it."""

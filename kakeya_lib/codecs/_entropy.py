@@ -4,7 +4,7 @@ The three codecs share one spec key ``entropy`` and one storage helper:
 
 * ``entropy=0``: the indices bit-packed at ``bits`` bits each (:mod:`kakeya_lib.bitpack`), in the
   ``codes`` section, as the codecs always did (those blobs are byte-identical to before);
-* ``entropy=1``: **one** rANS stream (:mod:`kakeya_lib.stages.rans`, the coder of the kakeya
+* ``entropy=1``: **one** ANS stream (:mod:`kakeya_lib.stages.rans`, the coder of the kakeya
   recipes) of all indices in row-major order, in the ``entropy`` section;
 * ``entropy=2``: one rANS stream, each with its own frequency table, per *coordinate* (a column of
   the index matrix, or a row with ``tables="rows"``), concatenated in the ``entropy`` section.
@@ -14,16 +14,17 @@ array, only the bytes. Why two granularities: after a fixed rotation every coord
 *random* direction has the same N(0, 1/d) law, so one table is enough on isotropic data; keys
 typically have a shared mean and heavy channels, so each coordinate's indices have their own law
 and per-coordinate tables win although each stream pays its own header, table and lane states
-(~80-100 bytes per stream of 4096 indices at 4 bits). Measured on [4096, 64] inputs (bits per
-index, including every stream byte; ``synthetic.kv_like`` is the key-shaped proxy)::
+(~40 bytes per stream of 4096 indices at 4 bits: header, table, the coder's flushed state).
+Measured on [4096, 64] inputs (bits per index, including every stream byte; ``synthetic.kv_like``
+is the key-shaped proxy)::
 
                           packed  entropy=1  entropy=2
     turboquant:bits=4
-        gaussian            4      3.78       3.92
-        kv_like             4      3.77       2.95
+        gaussian            4      3.77       3.84
+        kv_like             4      3.76       2.86
     int:bits=4 (group 32)
-        gaussian            4      3.88       4.02
-        kv_like             4      3.90       3.25
+        gaussian            4      3.87       3.93
+        kv_like             4      3.89       3.16
 """
 
 from __future__ import annotations
