@@ -289,7 +289,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .paths import RESULTS_DIR  # noqa: PLC0415
     from .store import Store  # noqa: PLC0415
 
-    plan = sweep.load(args.file)
+    plan = sweep.combine([sweep.load(f) for f in args.file])
     root = Path(args.store) if args.store else RESULTS_DIR
     if args.list:
         store = Store(root)
@@ -451,9 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_capture)
 
     p = sub.add_parser("sweep", help="run a YAML grid of end-to-end cells into the results store (local or Dask)",
-                       description="Expands a sweep file into cells (models x corpora x sizes x analyses), skips "
+                       description="Expands sweep files into cells (models x corpora x sizes x analyses), skips "
                        "cells already in the store, and runs the rest in-process or on a Dask cluster.")
-    p.add_argument("file", help="sweep YAML file (e.g. sweeps/paper-main.yaml)")
+    p.add_argument("file", nargs="+", help="sweep YAML file(s) (e.g. sweeps/paper-main.yaml); several run as one "
+                   "sweep, each cell once")
     p.add_argument("--executor", choices=("local", "dask"), default="local")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (default: start a LocalCluster)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")

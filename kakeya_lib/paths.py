@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 DATA_DIR = REPO_ROOT / "data"
-RESULTS_DIR = DATA_DIR / "results"
+# The results store; KAKEYA_RESULTS_DIR points every notebook and command at another one (e.g. a
+# fresh store for recomputing every cell at one commit from a clean tree).
+RESULTS_DIR = Path(os.environ.get("KAKEYA_RESULTS_DIR") or DATA_DIR / "results")
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 BOOK_DIR = REPO_ROOT / "book"
 PAPER_DIR = REPO_ROOT / "paper"

@@ -227,6 +227,22 @@ def load(path: str | os.PathLike) -> Sweep:
     return expand(raw, name=p.stem)
 
 
+def combine(sweeps: Sequence[Sweep]) -> Sweep:
+    """One sweep of every cell of ``sweeps`` (same profile and device), in order, each cell once,
+    so one cluster balances them all (e.g. every paper file in one run)."""
+    if not sweeps:
+        raise InputError("no sweep files to combine")
+    for other in sweeps[1:]:
+        if (other.profile, other.device) != (sweeps[0].profile, sweeps[0].device):
+            raise InputError(f"sweeps {sweeps[0].name!r} and {other.name!r} differ in profile or device "
+                             f"({sweeps[0].profile}/{sweeps[0].device} vs {other.profile}/{other.device}); run them apart")
+    tasks: dict[Any, CellTask] = {}
+    for sw in sweeps:
+        for t in sw.tasks:
+            tasks.setdefault(t.cell.relpath, t)  # the relpath holds the config digest: same path, same cell
+    return Sweep("+".join(sw.name for sw in sweeps), sweeps[0].profile, sweeps[0].device, tuple(tasks.values()))
+
+
 # ---- one cell ------------------------------------------------------------------------------
 
 _SESSIONS: dict[tuple[str, str, int], e2e.Session] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 
 import numpy as np
@@ -128,3 +129,13 @@ def test_only_lists_the_named_cells(tmp_path):
     assert [c.cell for c in only.cells("smoke")] == [a]
     assert only.largest("smoke", "e2e/head_to_head", "tiny-llama", "sotu").cell == a
     assert list(store.only([]).cells()) == []
+
+
+def test_kakeya_results_dir_points_the_default_store_elsewhere(tmp_path):
+    import subprocess
+    import sys
+
+    code = "from kakeya_lib.store import Store; print(Store().root)"
+    env = {**os.environ, "KAKEYA_RESULTS_DIR": str(tmp_path / "elsewhere")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(tmp_path / "elsewhere")

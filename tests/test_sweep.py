@@ -161,3 +161,16 @@ def test_unreadable_sweep_files_are_clear_errors(tmp_path):
         sweep.load(bad)
     with pytest.raises(InputError, match="does not exist"):
         sweep.load(tmp_path / "missing.yaml")
+
+
+def test_combined_sweep_files_run_each_cell_once_and_refuse_mixed_profiles():
+    a = sweep.expand(grid(2))
+    b = sweep.expand(grid(3))  # its first two cells are a's
+    both = sweep.combine([a, b])
+    assert [t.cell.relpath for t in both.tasks] == [t.cell.relpath for t in b.tasks]
+    assert both.name == f"{a.name}+{b.name}" and both.profile == "smoke"
+    other = sweep.expand({**grid(1), "profile": "paper"})
+    with pytest.raises(InputError, match="differ in profile"):
+        sweep.combine([a, other])
+    with pytest.raises(InputError, match="no sweep files"):
+        sweep.combine([])

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import codecs, provenance
+from ..atomic import tmp_sibling, write_text_atomic
 from ..errors import InputError
 from ..layout import tensor_to_rows
 from ..stages import lloyd_max
@@ -187,9 +188,9 @@ def save_codebook(levels: np.ndarray, name: str, meta: dict[str, Any]) -> Path:
     table = lloyd_max.validate_codebook(levels)
     path = codebook_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
+    tmp = tmp_sibling(path, ".npy")
     np.save(tmp, table.astype("<f4"), allow_pickle=False)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    write_text_atomic(path.with_suffix(".json"), json.dumps(meta, indent=2))
     tmp.replace(path)
     return path
 

@@ -52,6 +52,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import provenance
+from ..atomic import tmp_sibling, write_text_atomic
 from ..errors import CorruptBlobError, InputError
 from ..stages import bit_allocation
 from .calibration_inputs import (
@@ -244,9 +245,9 @@ class KVTCCalib:
         self.meta["modes"] = self.modes
         self.meta["digests"] = {f"L{layer}.{stream}.{mode}": s.digest.hex()
                                 for (layer, stream, mode), s in sorted(self.streams.items())}
-        tmp = path.with_name(path.stem + ".tmp.npz")
+        tmp = tmp_sibling(path, ".npz")
         np.savez(tmp, **arrays)
-        path.with_suffix(".json").write_text(json.dumps(self.meta, indent=2))
+        write_text_atomic(path.with_suffix(".json"), json.dumps(self.meta, indent=2))
         tmp.replace(path)
         self.name = name
         _load_cached.cache_clear()
@@ -265,7 +266,7 @@ def available() -> list[str]:
     """Names of the KVTC artifacts in :func:`calib_dir`."""
     folder = calib_dir()
     return sorted(p.stem for p in folder.glob("*.npz")
-                  if not p.name.endswith(".tmp.npz") and p.with_suffix(".json").is_file()) if folder.is_dir() else []
+                  if ".tmp" not in p.name and p.with_suffix(".json").is_file()) if folder.is_dir() else []
 
 
 def exists(name: str) -> bool:

@@ -56,6 +56,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import provenance
+from ..atomic import tmp_sibling, write_text_atomic
 from ..errors import CorruptBlobError, InputError
 from .calibration_inputs import (
     DEFAULT_PASSAGES,
@@ -225,10 +226,10 @@ class QPrecond:
         for layer in self.layers:
             for kind, src in zip(_KINDS, (self.chol, self.inv_chol, self.sigma)):
                 tensors[f"layer_{layer}_{kind}"] = np.ascontiguousarray(src[layer], dtype=np.float32)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = tmp_sibling(path)
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
         sidecar = {**self.meta, "skip_layers": {str(k): v for k, v in self.skip.items()}}
-        path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
+        write_text_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=2))
         tmp.replace(path)
         self.name = path.stem
         return path
