@@ -284,6 +284,77 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache_save(args: argparse.Namespace) -> int:
+    import torch  # noqa: PLC0415
+
+    from .llm import cache_file, models, recipes  # noqa: PLC0415
+    from .llm.cache import CompressedCache  # noqa: PLC0415
+    from .llm.plan import resolve_plan  # noqa: PLC0415
+    from .llm.prerope import patch_model  # noqa: PLC0415
+
+    prompt = Path(args.prompt_file)
+    if not prompt.is_file():
+        raise CliError(f"prompt file {str(prompt)!r} does not exist")
+    loaded = models.load_model(args.model)
+    bos = loaded.needs_bos if args.bos == "auto" else args.bos == "yes"
+    ids = loaded.tokenizer(prompt.read_text(), add_special_tokens=False)["input_ids"]
+    if bos:
+        ids = [loaded.tokenizer.bos_token_id, *ids]
+    if len(ids) < 2:
+        raise CliError(f"the prompt has {len(ids)} token(s); a cache needs at least 2 (the last one starts generation)")
+    model = loaded.model
+    patch_model(model)
+    plan = resolve_plan(recipes.load(args.recipe).plan(), model, corpus=args.corpus, tokenizer=loaded.tokenizer,
+                        ctx=args.calib_ctx, n_passages=args.calib_passages, seed=args.calib_seed, bos=bos,
+                        model_name=args.model)
+    cache = CompressedCache.from_plan(model.config, plan, block_tokens=args.block_tokens, hot_tokens=args.hot_tokens)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        model(torch.tensor([ids[:-1]]), cache=cache)
+    seconds = time.perf_counter() - t0
+    size = cache.save(args.out, model=args.model, token_ids=ids)
+    bf16 = cache_file.bf16_reference_bytes(model.config, len(ids) - 1)
+    print(f"{args.out}: {len(ids) - 1} prompt tokens cached with {args.recipe}, {size:,} bytes "
+          f"({bf16 / size:.2f}x smaller than the bf16 cache of {bf16:,} bytes); prefill + coding {seconds:.2f} s")
+    return 0
+
+
+def cmd_cache_generate(args: argparse.Namespace) -> int:
+    import torch  # noqa: PLC0415
+
+    from .llm import cache_file, models  # noqa: PLC0415
+    from .llm.cache import CompressedCache  # noqa: PLC0415
+    from .llm.prerope import patch_model  # noqa: PLC0415
+
+    header, _ = cache_file.read_header(args.cache)
+    name = args.model or header["model"]
+    loaded = models.load_model(name)
+    model = loaded.model
+    patch_model(model)
+    t0 = time.perf_counter()
+    restored = CompressedCache.load(args.cache, model)
+    t_load = time.perf_counter() - t0
+    cached = restored.cache.get_seq_length()
+    ids = torch.tensor([restored.token_ids])
+    if ids.shape[1] == cached:
+        raise CliError("the file caches every prompt token; generation needs the last one uncached (save with "
+                       "`kakeya cache save`, which leaves it out)")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(ids, cache=restored.cache, max_new_tokens=args.max_new_tokens, do_sample=False,
+                             pad_token_id=loaded.tokenizer.eos_token_id)
+    t_gen = time.perf_counter() - t0
+    new = out[0, ids.shape[1]:].tolist()
+    print(loaded.tokenizer.decode(new))
+    print(f"[{name}: {cached} cached tokens loaded in {t_load:.3f} s; {len(new)} new tokens "
+          f"in {t_gen:.2f} s]", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": name, "cached_tokens": cached,
+                                               "new_token_ids": new, "load_seconds": t_load,
+                                               "generate_seconds": t_gen}, indent=2))
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from . import sweep  # noqa: PLC0415
     from .paths import RESULTS_DIR  # noqa: PLC0415
@@ -463,6 +534,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print the cells and whether they are done; run nothing")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("cache", help="store a prompt's compressed cache in a file, and generate from it")
+    cache_sub = p.add_subparsers(dest="cache_command", required=True)
+    q = cache_sub.add_parser("save", help="prefill a prompt into a compressed cache and write it to one file")
+    q.add_argument("--model", default="smollm2-135m", help="packaged name, HF id or local folder")
+    q.add_argument("--prompt-file", required=True, help="text file with the prompt")
+    q.add_argument("--recipe", default="ours-klt", help="a built-in recipe name or a recipe YAML file")
+    q.add_argument("--out", required=True, help="the cache file to write (e.g. prompt.kvz)")
+    q.add_argument("--block-tokens", type=int, default=512, help="tokens per encoded block")
+    q.add_argument("--hot-tokens", type=int, default=128, help="newest tokens kept in bf16")
+    q.add_argument("--bos", choices=["auto", "yes", "no"], default="auto", help="prepend BOS to the prompt")
+    q.add_argument("--corpus", default="sotu", help="calibration corpus of recipes that calibrate (its calib split)")
+    q.add_argument("--calib-ctx", type=int, default=1024, help="tokens per calibration passage")
+    q.add_argument("--calib-passages", type=int, default=8)
+    q.add_argument("--calib-seed", type=int, default=0)
+    q.set_defaults(func=cmd_cache_save)
+    q = cache_sub.add_parser("generate", help="load a cache file and continue its prompt greedily")
+    q.add_argument("--cache", required=True, help="a file written by `kakeya cache save`")
+    q.add_argument("--model", help="the model to load (default: the one the file names)")
+    q.add_argument("--max-new-tokens", type=int, default=32)
+    q.add_argument("--json", help="also write the new token ids and timings here")
+    q.set_defaults(func=cmd_cache_generate)
 
     p = sub.add_parser("demo", help="codec table on synthetic data (make demo)")
     p.add_argument("--rows", type=int, default=4096)

@@ -121,3 +121,42 @@ def test_calibrate_writes_an_artifact_that_eval_can_use(tiny_assets, tmp_path, c
     assert r["qprecond"] and r["k_rel_mse_whitened"] > 0 and r["codebooks"]
 
 
+
+
+def test_cache_save_then_generate_matches_the_in_memory_cache_and_refuses_a_damaged_file(tiny_assets, tmp_path, capsys):
+    import torch
+
+    from kakeya_lib.llm import models, recipes
+    from kakeya_lib.llm.cache import CompressedCache
+    from kakeya_lib.llm.prerope import patch_model
+
+    model_dir, _ = tiny_assets
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text(" ".join(WORDS[(7 * i) % 90] for i in range(60)))
+    out = tmp_path / "prompt.kvz"
+    code, text, err = run(["cache", "save", "--model", model_dir, "--prompt-file", prompt, "--recipe", "ours-5x",
+                           "--out", out, "--block-tokens", 16, "--hot-tokens", 8, "--bos", "no"], capsys)
+    assert code == 0, err
+    assert "59 prompt tokens cached with ours-5x" in text and out.is_file()
+    code, text, err = run(["cache", "generate", "--cache", out, "--max-new-tokens", 8, "--json", tmp_path / "g.json"],
+                          capsys)
+    assert code == 0, err
+    got = json.loads((tmp_path / "g.json").read_text())
+    assert got["cached_tokens"] == 59 and len(got["new_token_ids"]) == 8
+
+    loaded = models.load_model(str(model_dir))  # the same cache, built and kept in memory
+    patch_model(loaded.model)
+    ids = loaded.tokenizer(prompt.read_text(), add_special_tokens=False)["input_ids"]
+    cache = CompressedCache.from_plan(loaded.model.config, recipes.load("ours-5x").plan(), block_tokens=16, hot_tokens=8)
+    with torch.no_grad():
+        loaded.model(torch.tensor([ids[:-1]]), cache=cache)
+        ref = loaded.model.generate(torch.tensor([ids]), cache=cache, max_new_tokens=8, do_sample=False,
+                                    pad_token_id=loaded.tokenizer.eos_token_id)
+    assert got["new_token_ids"] == ref[0, len(ids):].tolist()
+
+    out.write_bytes(out.read_bytes()[:-10])
+    code, _, err = run(["cache", "generate", "--cache", out], capsys)
+    assert code == 2 and ("truncated" in err or "payload holds" in err)
+    code, _, err = run(["cache", "save", "--model", model_dir, "--prompt-file", tmp_path / "none.txt", "--out", out],
+                       capsys)
+    assert code == 2 and "does not exist" in err

@@ -24,6 +24,10 @@ element, which is exactly ``numel() * element_size()`` of the tensors it holds: 
 what is stored, in the denominator's unit. :meth:`CompressedCache.bytes_held` reports the bytes
 each layer actually holds (plain, uncompressed layers at their own dtype's size).
 
+:meth:`CompressedCache.save` writes a prefilled cache to one file and :meth:`CompressedCache.load`
+reads it back (layout and checks in :mod:`.cache_file`): the stored prompt cache use, where
+generation from the loaded cache equals generation from the saved one, token for token.
+
 With query preconditioning (a :class:`~.plan.ResolvedPlan` whose Σ_q calibration covers a layer),
 that layer's key blocks are whitened (``K L``) before they are encoded and unwhitened
 (``· L⁻¹``) when decoded; values, protected tokens and the hot window are never transformed.
@@ -31,16 +35,19 @@ that layer's key blocks are whitened (``K L``) before they are encoded and unwhi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from transformers.cache_utils import DynamicLayer
 
 from .. import codecs
-from ..errors import InputError
+from ..errors import CorruptBlobError, InputError
 from ..layout import rows_to_tensor, tensor_to_rows
+from . import cache_file
 from .plan import KVPlan, ResolvedPlan, resolve_plan
-from .prerope import PreRopeCache
+from .prerope import PreRopeCache, rope_tables_for
 from .whitening import apply_transform
 
 # What a compressed layer stores its exact (sink and hot) tokens in: the ratio's denominator is
@@ -163,6 +170,90 @@ class CompressedLayer(DynamicLayer):
         }
 
 
+    def to_entry(self, payload: cache_file.Payload) -> dict[str, Any]:
+        """This layer's header entry; its blobs and bf16 tensors go to ``payload``."""
+        return {
+            "kind": "compressed", "protected": self.protected, "compressed_tokens": self.compressed_tokens,
+            "block_tokens": self.block_tokens, "hot_tokens": self.hot_tokens,
+            "k_codec": self.k_codec.spec, "v_codec": self.v_codec.spec,
+            "k_blobs": [payload.add(b) for b in self.k_blobs], "v_blobs": [payload.add(b) for b in self.v_blobs],
+            "sink_k": payload.tensor(self.sink_k), "sink_v": payload.tensor(self.sink_v),
+            "hot_k": payload.tensor(self.keys), "hot_v": payload.tensor(self.values),
+        }
+
+    def restore(self, e: dict[str, Any], payload: memoryview, at: str, heads: int, dim: int, tokens: int) -> None:
+        """Fill this (fresh) layer from its header entry, checking it against the plan and the token count."""
+        if e.get("kind") != "compressed":
+            raise CorruptBlobError(f"{at}: stored as {e.get('kind')!r}, the plan compresses it")
+        if (e.get("k_codec"), e.get("v_codec")) != (self.k_codec.spec, self.v_codec.spec):
+            raise CorruptBlobError(f"{at}: codecs {e.get('k_codec')!r} / {e.get('v_codec')!r} differ from the plan's "
+                                   f"{self.k_codec.spec!r} / {self.v_codec.spec!r}")
+        if (e.get("block_tokens"), e.get("hot_tokens")) != (self.block_tokens, self.hot_tokens):
+            raise CorruptBlobError(f"{at}: block/hot sizes differ between layers")
+        k_blobs, v_blobs = e.get("k_blobs"), e.get("v_blobs")
+        protected, compressed = e.get("protected"), e.get("compressed_tokens")
+        if not (isinstance(k_blobs, list) and isinstance(v_blobs, list) and len(k_blobs) == len(v_blobs)
+                and isinstance(protected, int) and isinstance(compressed, int)
+                and compressed == len(k_blobs) * self.block_tokens and 0 <= protected <= self.protect_tokens):
+            raise CorruptBlobError(f"{at}: inconsistent block table")
+        hot = tokens - protected - compressed
+        if hot < 0:
+            raise CorruptBlobError(f"{at}: {protected} protected + {compressed} compressed tokens exceed {tokens}")
+        self.k_blobs = [bytes(payload[o : o + n]) for o, n, _ in k_blobs]
+        self.v_blobs = [bytes(payload[o : o + n]) for o, n, _ in v_blobs]
+        self.protected, self.compressed_tokens = protected, compressed
+        sink_shape = (1, heads, protected, dim)
+        self.sink_k = cache_file.read_tensor(e.get("sink_k"), payload, at, sink_shape)
+        self.sink_v = cache_file.read_tensor(e.get("sink_v"), payload, at, sink_shape)
+        if (self.sink_k is None or self.sink_v is None) != (protected == 0):
+            raise CorruptBlobError(f"{at}: {protected} protected tokens but sink tensors "
+                                   f"{'missing' if protected else 'present'}")
+        keys = cache_file.read_tensor(e.get("hot_k"), payload, at, (1, heads, hot, dim))
+        values = cache_file.read_tensor(e.get("hot_v"), payload, at, (1, heads, hot, dim))
+        if keys is None or values is None or keys.dtype != STORE_DTYPE or values.dtype != STORE_DTYPE:
+            raise CorruptBlobError(f"{at}: the hot window must be stored as bfloat16")
+        self.keys, self.values = keys, values
+        self.device, self.is_initialized = torch.device("cpu"), True
+
+
+def _plain_entry(layer: Any, payload: cache_file.Payload, i: int) -> dict[str, Any]:
+    """Header entry of a layer kept uncompressed (its own dtype, exact)."""
+    if not layer.is_initialized:
+        raise InputError(f"layer {i} of the cache was never filled; prefill the whole model before saving")
+    entry = {"kind": "plain", "keys": payload.tensor(layer.keys), "values": payload.tensor(layer.values)}
+    if hasattr(layer, "cumulative_length"):  # sliding-window layers keep only the newest tokens
+        entry["cumulative_length"] = int(layer.cumulative_length)
+    return entry
+
+
+def _restore_plain(layer: Any, e: dict[str, Any], payload: memoryview, at: str) -> None:
+    if e.get("kind") != "plain":
+        raise CorruptBlobError(f"{at}: stored as {e.get('kind')!r}, the plan keeps it uncompressed")
+    keys = cache_file.read_tensor(e.get("keys"), payload, at)
+    values = cache_file.read_tensor(e.get("values"), payload, at)
+    if keys is None or values is None or keys.shape != values.shape:
+        raise CorruptBlobError(f"{at}: keys and values missing or of different shapes")
+    if hasattr(layer, "cumulative_length"):
+        if not isinstance(e.get("cumulative_length"), int):
+            raise CorruptBlobError(f"{at}: a sliding-window layer needs its cumulative length")
+        layer.cumulative_length = e["cumulative_length"]
+    layer.keys, layer.values = keys, values
+    layer.dtype, layer.device, layer.is_initialized = keys.dtype, torch.device("cpu"), True
+
+
+@dataclass
+class LoadedCache:
+    """A prompt cache read from a file: the cache, the prompt's token ids and the file's header."""
+
+    cache: "CompressedCache"
+    token_ids: list[int]
+    header: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return self.header["model"]
+
+
 class CompressedCache(PreRopeCache):
     """Pre-RoPE cache whose chosen layers hold codec bytes (see the module docstring).
 
@@ -203,6 +294,7 @@ class CompressedCache(PreRopeCache):
                           layers=None if layers is None else tuple(layers))
         plan = resolve_plan(plan, config=config)
         self.plan = plan
+        self.config = config  # what a saved file is checked against
         per_layer = plan.layer_codecs(config)
         factors = plan.key_factors(config)
         self.compressed_layers = [i for i, c in enumerate(per_layer) if c is not None]
@@ -226,6 +318,57 @@ class CompressedCache(PreRopeCache):
                 held = 0 if not layer.is_initialized else (layer.keys.numel() + layer.values.numel()) * layer.keys.element_size()
                 out.append({"layer": i, "compressed": False, "float_bytes": held})
         return out
+
+    def save(self, path: str | Path, *, model: str, token_ids: Sequence[int]) -> int:
+        """Write this (prefilled) cache to one file (layout: :mod:`.cache_file`); returns its size.
+
+        Parameters
+        ----------
+        path : the file to write (atomically: a temporary sibling, then renamed)
+        model : the model's name or id, recorded for ``kakeya cache generate``
+        token_ids : the prompt's token ids; the cache must hold ``T`` of them, ``T = len(token_ids)``
+            or ``len(token_ids) - 1`` (the usual: the last prompt token starts ``generate``)
+        """
+        ids = [int(i) for i in token_ids]
+        tokens = self.get_seq_length()
+        if tokens < 1:
+            raise InputError("the cache is empty: prefill it before saving")
+        if len(ids) not in (tokens, tokens + 1):
+            raise InputError(f"the cache holds {tokens} tokens but {len(ids)} token ids were given "
+                             f"(expected {tokens} or {tokens + 1})")
+        payload = cache_file.Payload()
+        layers = [layer.to_entry(payload) if isinstance(layer, CompressedLayer) else _plain_entry(layer, payload, i)
+                  for i, layer in enumerate(self.layers)]
+        header = {"format": cache_file.FORMAT_NAME, "model": model, "model_shape": cache_file.model_shape(self.config),
+                  "plan": cache_file.plan_header(self.plan), "tokens": tokens, "token_ids": ids, "layers": layers,
+                  "payload_bytes": payload.size}
+        return cache_file.write(path, header, payload)
+
+    @classmethod
+    def load(cls, path: str | Path, model: Any) -> LoadedCache:
+        """Read a cache file for ``model`` (pre-RoPE-patched): the cache, the prompt's ids, the header.
+
+        The file must match the model's shape (layers, KV heads, head dim, layer types), every codec
+        spec must be the one the stored plan gives that layer, and token counts must add up; RoPE
+        tables are recomputed for the cached positions. Raises :class:`CorruptBlobError` for a
+        damaged file and :class:`InputError` for a mismatched model.
+        """
+        header, payload = cache_file.read_header(path)
+        where = f"cache file {Path(path).name}"
+        config = model.config
+        cache_file.check_model(header, config, where)
+        plan = cache_file.plan_from_header(header, where)
+        first = next((e for e in header["layers"] if isinstance(e, dict) and e.get("kind") == "compressed"), {})
+        cache = cls.from_plan(config, plan, block_tokens=first.get("block_tokens", 512),
+                              hot_tokens=first.get("hot_tokens", 128))
+        heads, dim, tokens = config.num_key_value_heads, header["model_shape"]["head_dim"], header["tokens"]
+        for i, (entry, layer) in enumerate(zip(header["layers"], cache.layers)):
+            if isinstance(layer, CompressedLayer):
+                layer.restore(entry, payload, f"{where}, layer {i}", heads, dim, tokens)
+            else:
+                _restore_plain(layer, entry, payload, f"{where}, layer {i}")
+        cache.rope_tables = rope_tables_for(model, tokens)
+        return LoadedCache(cache, list(header["token_ids"]), header)
 
     def total_bytes(self) -> int:
         """All bytes held by the cache (blobs + hot windows + uncompressed layers)."""

@@ -169,9 +169,7 @@ def patch_model(model: Any) -> Callable[[], None]:
     attns = [layer.self_attn for layer in decoder.layers]
     if any(hasattr(a, _PATCH_ATTR) for a in attns):
         raise PreRopeError("this model is already patched for pre-RoPE caching")
-    layer_types = getattr(model.config, "layer_types", None) or ["full_attention"] * len(attns)
-    # Gemma3 keeps one RoPE table per layer type; the other families share one table.
-    kinds = [layer_types[i] if family == "gemma3" else "rope" for i in range(len(attns))]
+    kinds = rope_kinds(model)  # Gemma3 keeps one RoPE table per layer type; the others share one
     for i, attn in enumerate(attns):
         attn.forward = types.MethodType(_make_forward(family, kinds[i], kinds.index(kinds[i]) == i), attn)
         setattr(attn, _PATCH_ATTR, True)
@@ -183,6 +181,29 @@ def patch_model(model: Any) -> Callable[[], None]:
                 delattr(attn, _PATCH_ATTR)
 
     return unpatch
+
+
+def rope_kinds(model: Any) -> list[str]:
+    """Each layer's RoPE table name: the layer type for Gemma3, one shared ``"rope"`` otherwise."""
+    family = family_of(model.config)
+    n = model.config.num_hidden_layers
+    layer_types = getattr(model.config, "layer_types", None) or ["full_attention"] * n
+    return [layer_types[i] if family == "gemma3" else "rope" for i in range(n)]
+
+
+def rope_tables_for(model: Any, n_tokens: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The cos/sin tables [1, n_tokens, D] per RoPE kind for positions ``0..n_tokens-1``, computed
+    in one call as a prefill of ``n_tokens`` computes them (so the bits match what a
+    :class:`PreRopeCache` recorded during that prefill); a cache loaded from a file gets these."""
+    decoder = _decoder(model)
+    param = next(model.parameters())
+    x = torch.zeros(1, n_tokens, 1, dtype=param.dtype, device=param.device)  # only dtype/device are read
+    positions = torch.arange(n_tokens, device=param.device)[None]
+    out = {}
+    for kind in dict.fromkeys(rope_kinds(model)):
+        with torch.no_grad():
+            out[kind] = decoder.rotary_emb(x, positions) if kind == "rope" else decoder.rotary_emb(x, positions, kind)
+    return out
 
 
 def make_cache(model: Any, cache_cls: type[PreRopeCache] = PreRopeCache, **kwargs: Any) -> PreRopeCache:
