@@ -55,6 +55,15 @@ def test_generation_from_a_loaded_cache_equals_the_saved_cache(family, tmp_path)
     assert from_file.shape[1] == PROMPT.shape[1] + GEN["max_new_tokens"]
 
 
+def test_a_plan_with_layer_step_scales_round_trips(tmp_path):
+    model, cache = prefilled("llama", KVPlan(SPEC, protect_tokens=1, k_step_scale=(1.0, 1.5), v_step_scale=(0.8, 1.0)))
+    path = tmp_path / "p.kvz"
+    cache.save(path, model="tiny", token_ids=PROMPT[0].tolist())
+    loaded = CompressedCache.load(path, model)
+    assert loaded.cache.plan.plan.k_step_scale == (1.0, 1.5)
+    assert [lay.k_codec.spec for lay in loaded.cache.layers] == [lay.k_codec.spec for lay in cache.layers]
+
+
 def test_the_file_holds_the_cache_bytes_plus_a_small_header(tmp_path):
     model, cache = prefilled("llama", KVPlan(SPEC, protect_tokens=1, layers=(1,)))  # layer 0 stays float
     path = tmp_path / "p.kvz"

@@ -83,3 +83,29 @@ def test_cache_honours_protect_and_boundary(family):
     r = evaluate(tiny_model(family).to(torch.bfloat16), PASSAGES, 64, KVPlan("identity", protect_tokens=2), mode="cache",
                  block_tokens=16, hot_tokens=8, progress=False)
     assert r["kl_mean"] == 0.0 and r["delta_ppl_pct"] == 0.0
+
+
+def test_layer_step_scales_set_each_layers_step_and_are_checked():
+    cfg = tiny_config("llama")  # 2 layers
+    plan = KVPlan("kakeya:pca=none,bits=5,quant=uniform,step=0.6,entropy=1", "kakeya:pca=none,k=0,bits=5,quant=uniform,step=0.8,entropy=1",
+                  k_step_scale=[1.0, 0.5], v_step_scale=(2, 1))
+    specs = [(k.params.step, v.params.step) for k, v in plan.layer_codecs(cfg)]
+    assert specs == [(0.6, 1.6), (0.3, 0.8)] and plan.label.endswith("+layer steps")
+    assert plan.k_step_scale == (1.0, 0.5)  # stored as a tuple of floats (hashable, comparable)
+    with pytest.raises(InputError, match="3 factors for a model of 2 layers"):
+        KVPlan(plan.k, k_step_scale=(1, 1, 1)).layer_codecs(cfg)
+    with pytest.raises(InputError, match="positive finite"):
+        KVPlan(plan.k, k_step_scale=(1, 0))
+    with pytest.raises(InputError, match="step > 0"):
+        KVPlan("kakeya:bits=3", k_step_scale=(1, 1))
+
+
+def test_recipes_carry_layer_step_scales(tmp_path):
+    from kakeya_lib.llm import recipes
+
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\nk: kakeya:pca=none,bits=5,quant=uniform,step=0.6,entropy=1\nk_step_scale: [1, 0.5]\n")
+    assert recipes.load(str(path)).plan().k_step_scale == (1.0, 0.5)
+    path.write_text("name: r\nk: kakeya:pca=none,bits=5,quant=uniform,step=0.6,entropy=1\nk_step_scale: one\n")
+    with pytest.raises(InputError, match="list of numbers"):
+        recipes.load(str(path))

@@ -53,7 +53,7 @@ _PREFIX = struct.Struct("<4sHHII")  # magic, version, reserved, header length, h
 _DTYPES = {"bfloat16": (torch.bfloat16, np.dtype("<i2")), "float32": (torch.float32, np.dtype("<f4")),
            "float16": (torch.float16, np.dtype("<f2"))}
 _PLAN_FIELDS = ("k", "v", "boundary", "boundary_k", "boundary_v", "protect_tokens", "hot_tokens", "layers",
-                "qprecond", "qprecond_variant", "qprecond_skip")
+                "qprecond", "qprecond_variant", "qprecond_skip", "k_step_scale", "v_step_scale")
 
 
 # ---- saving --------------------------------------------------------------------------------
@@ -110,8 +110,8 @@ def plan_header(plan: KVPlan | ResolvedPlan) -> dict[str, Any]:
         codec_plan, qprecond = plan, plan.qprecond
     out = {f: getattr(codec_plan, f) for f in _PLAN_FIELDS}
     out["qprecond"] = qprecond
-    out["layers"] = None if out["layers"] is None else list(out["layers"])
-    out["qprecond_skip"] = list(out["qprecond_skip"])
+    for key in ("layers", "qprecond_skip", "k_step_scale", "v_step_scale"):
+        out[key] = None if out[key] is None else list(out[key])
     return out
 
 
@@ -122,8 +122,7 @@ def plan_from_header(header: dict[str, Any], where: str) -> KVPlan:
     """The stored plan (resolved specs, Σ_q artifact by name) as a :class:`KVPlan`."""
     p = header["plan"]
     try:
-        return KVPlan(**{f: (tuple(p[f]) if f in ("layers", "qprecond_skip") and p[f] is not None else p[f])
-                         for f in _PLAN_FIELDS})
+        return KVPlan(**{f: (tuple(p[f]) if isinstance(p[f], list) else p[f]) for f in _PLAN_FIELDS})
     except (KeyError, TypeError) as exc:
         raise CorruptBlobError(f"{where}: bad plan in the header ({exc})") from None
 

@@ -54,6 +54,9 @@ class KVPlan:
         whose whitened keys would overflow float16 are skipped as well
     calibrated_codebook : fit a Lloyd–Max table per stream for the main K/V kakeya specs (at their
         bits, on calib-split data, whitened K when preconditioned) and use ``codebook=calib:NAME``
+    k_step_scale, v_step_scale : one factor per model layer multiplying the main K (V) spec's
+        ``step`` on that layer (rate allocation across layers: a coarser grid where the model is
+        less sensitive); None = the same step everywhere. The spec needs a ``step`` key.
     """
 
     k: str
@@ -69,6 +72,8 @@ class KVPlan:
     qprecond_variant: str = "plain"
     qprecond_skip: tuple[int, ...] = (0,)
     calibrated_codebook: bool = False
+    k_step_scale: tuple[float, ...] | None = None
+    v_step_scale: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.boundary < 0 or self.protect_tokens < 0 or self.hot_tokens < 0:
@@ -92,6 +97,15 @@ class KVPlan:
             if not isinstance(self.qprecond, str) or not self.qprecond.strip():
                 raise InputError("qprecond must be an artifact name, a path, or 'calib'")
             check_codec(self.k)  # per-vector renormalising codecs cannot take whitened keys
+        for stream, spec, scale in (("k", self.k, self.k_step_scale), ("v", self.v or self.k, self.v_step_scale)):
+            if scale is None:
+                continue
+            values = tuple(float(x) for x in scale)
+            if not values or not all(np.isfinite(x) and x > 0 for x in values):
+                raise InputError(f"{stream}_step_scale must be positive finite factors, one per layer, got {scale!r}")
+            if not getattr(codecs.get(spec).params, "step", 0):
+                raise InputError(f"{stream}_step_scale needs a {stream.upper()} spec with a step > 0, got {spec!r}")
+            object.__setattr__(self, f"{stream}_step_scale", values)
         if self.calibrated_codebook:
             if not any(eligible(s) for s in {self.k, self.v or self.k}):
                 raise InputError("calibrated_codebook needs a kakeya K or V spec with a Lloyd-Max quantiser and "
@@ -124,6 +138,8 @@ class KVPlan:
             text += f" +Σq {self.qprecond_variant}{source} skip {skip}"
         if self.calibrated_codebook:
             text += " +cal-cb"
+        if self.k_step_scale or self.v_step_scale:
+            text += " +layer steps"
         return text
 
     def layer_roles(self, config: Any) -> list[str | None]:
@@ -142,15 +158,24 @@ class KVPlan:
         """(K codec, V codec) per layer, or None for a layer kept uncompressed."""
         roles = self.layer_roles(config)
         heads = config.num_key_value_heads
+        for stream, scale in (("k", self.k_step_scale), ("v", self.v_step_scale)):
+            if scale is not None and len(scale) != len(roles):
+                raise InputError(f"{stream}_step_scale has {len(scale)} factors for a model of {len(roles)} layers")
 
         def pair(k: str, v: str | None, layer: int) -> tuple[codecs.Codec, codecs.Codec]:
             return (codecs.get(spec_for_layer(codecs.for_heads(k, heads), layer, "k")),
                     codecs.get(spec_for_layer(codecs.for_heads(v or k, heads), layer, "v")))
 
+        def scaled(spec: str, scale: tuple[float, ...] | None, layer: int) -> str:
+            if scale is None:
+                return spec
+            step = codecs.get(spec).params.step * scale[layer]
+            return codecs.with_keys(spec, step=float(f"{step:.4g}"))  # 4 digits keep specs readable
+
         out: list[tuple[codecs.Codec, codecs.Codec] | None] = []
         for i, r in enumerate(roles):
             if r == "main":
-                out.append(pair(self.k, self.v, i))
+                out.append(pair(scaled(self.k, self.k_step_scale, i), scaled(self.v or self.k, self.v_step_scale, i), i))
             elif r == "boundary" and self.boundary_k:
                 out.append(pair(self.boundary_k, self.boundary_v, i))
             else:

@@ -8,7 +8,8 @@ another model), ``tuning`` (for tuned recipes: ``{cell: <store path of the e2e/t
 target_kl: <the KL target whose selection the recipe ships>}``; the cell's passages come from the
 calib split, and a test checks that the recipe's specs are the ones that cell selected), and the calibration fields of :class:`~.plan.KVPlan`: ``qprecond`` (``calib`` or
 an artifact name), ``qprecond_variant`` (``plain`` | ``rope``), ``qprecond_skip`` (layer list,
-negative = from the end; default ``[0]``) and ``calibrated_codebook`` (bool). A recipe whose
+negative = from the end; default ``[0]``), ``calibrated_codebook`` (bool) and ``k_step_scale`` /
+``v_step_scale`` (one step factor per model layer: rate allocated across layers). A recipe whose
 ``requires`` names a feature this version lacks is refused with a message saying which, never run
 without it; one that requires ``qprecond`` or ``calibrated_codebook`` must also set that field.
 """
@@ -28,7 +29,7 @@ IMPLEMENTED_FEATURES: frozenset[str] = frozenset({"qprecond", "calibrated_codebo
 KNOWN_FEATURES = frozenset({"qprecond", "calibrated_codebook", "besicovitch"})
 _FIELDS = {"name", "family", "description", "k", "v", "boundary", "boundary_k", "boundary_v", "protect_tokens",
            "requires", "source", "transfer_notes", "qprecond", "qprecond_variant", "qprecond_skip",
-           "calibrated_codebook", "tuning"}
+           "calibrated_codebook", "tuning", "k_step_scale", "v_step_scale"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Recipe:
     qprecond_skip: tuple[int, ...] = (0,)
     calibrated_codebook: bool = False
     tuning: dict[str, Any] | None = None
+    k_step_scale: tuple[float, ...] | None = None
+    v_step_scale: tuple[float, ...] | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -69,7 +72,8 @@ class Recipe:
         return KVPlan(self.k, self.v, boundary=self.boundary, boundary_k=self.boundary_k,
                       boundary_v=self.boundary_v, protect_tokens=self.protect_tokens, name=self.name,
                       qprecond=self.qprecond, qprecond_variant=self.qprecond_variant,
-                      qprecond_skip=self.qprecond_skip, calibrated_codebook=self.calibrated_codebook)
+                      qprecond_skip=self.qprecond_skip, calibrated_codebook=self.calibrated_codebook,
+                      k_step_scale=self.k_step_scale, v_step_scale=self.v_step_scale)
 
 
 def names() -> list[str]:
@@ -100,6 +104,13 @@ def _parse(data: Any, where: str) -> Recipe:
     tuning = data.get("tuning")
     if tuning is not None and (not isinstance(tuning, dict) or set(tuning) != {"cell", "target_kl"}):
         raise InputError(f"{where}: tuning must be a mapping with exactly 'cell' and 'target_kl', got {tuning!r}")
+    scales = {}
+    for key in ("k_step_scale", "v_step_scale"):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, list) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)):
+            raise InputError(f"{where}: {key} must be a list of numbers (one factor per layer), got {value!r}")
+        scales[key] = None if value is None else tuple(float(x) for x in value)
     qprecond = data.get("qprecond")
     if qprecond is not None and (not isinstance(qprecond, str) or not qprecond):
         raise InputError(f"{where}: qprecond must be 'calib' or an artifact name, got {qprecond!r}")
@@ -109,7 +120,7 @@ def _parse(data: Any, where: str) -> Recipe:
         boundary_v=data.get("boundary_v"), protect_tokens=int(data.get("protect_tokens", 0)), requires=requires,
         source=str(data.get("source", "")), transfer_notes=str(data.get("transfer_notes", "")).strip(),
         qprecond=qprecond, qprecond_variant=str(data.get("qprecond_variant", "plain")), qprecond_skip=tuple(skip),
-        calibrated_codebook=cal, tuning=tuning,
+        calibrated_codebook=cal, tuning=tuning, **scales,
     )
 
 
