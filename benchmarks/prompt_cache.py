@@ -22,7 +22,7 @@ from kakeya_lib.benchmark.prompt_cache import prompt_cache_rows
 from kakeya_lib.benchmark.report import prompt_cache_markdown
 from kakeya_lib.llm import corpora, recipes
 from kakeya_lib.llm.models import load_model
-from kakeya_lib.llm.plan import resolve_plan
+from kakeya_lib.llm.evaluate import resolve_for_model
 from kakeya_lib.llm.prerope import patch_model
 from kakeya_lib.paths import RESULTS_DIR
 
@@ -42,7 +42,7 @@ def main() -> None:
     loaded = load_model(args.model)
     model = loaded.model
     patch_model(model)
-    plan = resolve_plan(recipes.load(args.recipe).plan(), model, corpus=args.corpus, tokenizer=loaded.tokenizer,
+    plan = resolve_for_model(recipes.load(args.recipe).plan(), model, corpus=args.corpus, tokenizer=loaded.tokenizer,
                         ctx=1024, n_passages=8, seed=0, bos=loaded.needs_bos, model_name=args.model)
     rows, passages = [], {}
     for ctx in args.ctx:

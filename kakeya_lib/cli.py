@@ -289,7 +289,7 @@ def cmd_cache_save(args: argparse.Namespace) -> int:
 
     from .llm import cache_file, models, recipes  # noqa: PLC0415
     from .llm.cache import CompressedCache  # noqa: PLC0415
-    from .llm.plan import resolve_plan  # noqa: PLC0415
+    from .llm.evaluate import resolve_for_model  # noqa: PLC0415
     from .llm.prerope import patch_model  # noqa: PLC0415
 
     prompt = Path(args.prompt_file)
@@ -304,7 +304,7 @@ def cmd_cache_save(args: argparse.Namespace) -> int:
         raise CliError(f"the prompt has {len(ids)} token(s); a cache needs at least 2 (the last one starts generation)")
     model = loaded.model
     patch_model(model)
-    plan = resolve_plan(recipes.load(args.recipe).plan(), model, corpus=args.corpus, tokenizer=loaded.tokenizer,
+    plan = resolve_for_model(recipes.load(args.recipe).plan(), model, corpus=args.corpus, tokenizer=loaded.tokenizer,
                         ctx=args.calib_ctx, n_passages=args.calib_passages, seed=args.calib_seed, bos=bos,
                         model_name=args.model)
     block = args.block_tokens or max(1, len(ids) - 1 - args.hot_tokens - plan.protect_tokens)

@@ -53,7 +53,7 @@ TUNING_RULE = "largest ratio_vs_bf16 with kl_mean <= target on calib-split passa
 BASELINE_PAIRS = ["int:bits=4,rotate=1", "turboquant:bits=4", "turboquant:bits=3", "kivi:bits=4|kivi:bits=4,mode=value"]
 LONG_CONTEXT_PAIRS = ["turboquant:bits=4"]
 _ENTRY_KEYS = {"name", "family", "recipe", "k", "v", "keys", "k_keys", "v_keys", "protect_tokens", "hot_tokens",
-               "boundary"}
+               "boundary", "layer_steps"}
 
 
 def entry_plans(entries: Sequence[Any]) -> LabelledPlans:
@@ -90,6 +90,8 @@ def _mapping_plan(entry: Mapping[str, Any]) -> tuple[dict[str, Any], KVPlan]:
     else:
         plan = KVPlan(str(entry["k"]), entry.get("v"), name=str(entry["name"]), **overrides)
         family, source = "baseline", str(entry["k"]) + (f"|{entry['v']}" if entry.get("v") else "")
+    if "layer_steps" in entry:
+        plan = dataclasses.replace(plan, layer_steps=entry["layer_steps"])
     keys = dict(entry.get("keys") or {})
     if keys or entry.get("k_keys") or entry.get("v_keys"):
         k = codecs.with_keys(plan.k, **keys, **dict(entry.get("k_keys") or {}))

@@ -40,11 +40,13 @@ from .. import codecs
 from ..errors import InputError
 from ..layout import rows_to_tensor, tensor_to_rows
 from .models import full_attention_layers
+from . import layer_steps
 from .plan import KVPlan, ResolvedPlan, as_plans, resolve_plan
 from .prerope import PreRopeCache, make_cache, patch_model
 from .whitening import apply_transform
 
-__all__ = ["KVPlan", "ResolvedPlan", "evaluate", "evaluate_many", "full_attention_layers", "resolve_plan"]
+__all__ = ["KVPlan", "ResolvedPlan", "evaluate", "evaluate_many", "full_attention_layers", "resolve_for_model",
+           "resolve_plan"]
 
 
 @dataclass
@@ -215,6 +217,26 @@ def _streamed(model: Any, prefix: torch.Tensor, cache_ref: PreRopeCache, tallies
     return cache
 
 
+def resolve_for_model(plan: Any, model: Any, *, corpus: Any | None = None, tokenizer: Any | None = None,
+                      ctx: int = 1024, n_passages: int = 8, seed: int = 0, bos: bool | None = None,
+                      model_name: str | None = None, progress: bool = False) -> ResolvedPlan:
+    """Everything a plan calibrates, for ``model``: :func:`~.plan.resolve_plan`, then the step
+    factors of ``layer_steps=auto`` (:mod:`.layer_steps`, measured with this harness)."""
+    resolved = resolve_plan(plan, model, corpus=corpus, tokenizer=tokenizer, ctx=ctx, n_passages=n_passages, seed=seed,
+                            bos=bos, model_name=model_name, progress=progress)
+    if not layer_steps.pending(resolved):
+        return resolved
+    if corpus is None or tokenizer is None:
+        raise InputError(f"plan {resolved.label!r} allocates steps on the corpus's calib split and needs corpus= and "
+                         "tokenizer=")
+
+    def measure(passages: Sequence[Sequence[int]], prefix: int, plans: Sequence[KVPlan]) -> list[float]:
+        return [r["kl_mean"] for r in evaluate_many(model, passages, prefix, plans, progress=progress)]
+
+    return layer_steps.resolve(resolved, model, corpus=corpus, tokenizer=tokenizer, ctx=ctx, n_passages=n_passages,
+                               seed=seed, bos=bos, measure=measure, model_name=model_name)
+
+
 def evaluate(
     model: Any,
     passages: Sequence[Sequence[int]],
@@ -293,8 +315,8 @@ def evaluate_many(
         raise InputError(f"every passage needs ctx_len + n_eval tokens with n_eval >= 2; got lengths {sorted(lengths)}")
     if not any(getattr(layer.self_attn, "_kakeya_prerope", False) for layer in model.model.layers):
         patch_model(model)
-    plans = [resolve_plan(p, model, corpus=corpus, tokenizer=tokenizer, ctx=ctx_len, n_passages=calib_passages,
-                          seed=calib_seed, bos=bos, progress=progress) for p in as_plans(plans)]
+    plans = [resolve_for_model(p, model, corpus=corpus, tokenizer=tokenizer, ctx=ctx_len, n_passages=calib_passages,
+                               seed=calib_seed, bos=bos, progress=progress) for p in as_plans(plans)]
     per_layer = [plan.layer_codecs(model.config) for plan in plans]
     factors = [plan.key_factors(model.config) for plan in plans]
     heads = model.config.num_key_value_heads
@@ -371,6 +393,8 @@ def _summarise(scores: list[PassageScore], tallies: list[LayerTally], plan: Reso
         extra["calibration"] = plan.info["calibration"]
     if "kvtc" in plan.info:
         extra["kvtc"] = plan.info["kvtc"]
+    if "layer_steps" in plan.info:
+        extra["layer_steps"] = plan.info["layer_steps"]
     return {
         "ppl_ref": ppl_ref,
         "ppl_codec": ppl_codec,

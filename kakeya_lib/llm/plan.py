@@ -11,6 +11,8 @@ Plans may also precondition keys with a calibrated query metric (``qprecond``, s
 (``calibrated_codebook``, spec §5.3; see :mod:`.codebooks`). Both need the model and the corpus's
 calib split, so a plan is turned into a :class:`ResolvedPlan` by :func:`resolve_plan` once, before
 any evaluation passage is touched; the harness and the compressed cache read resolved plans.
+
+One concept (over 400 lines): the plan, and its resolution into the codecs of every layer.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class KVPlan:
     k_step_scale, v_step_scale : one factor per model layer multiplying the main K (V) spec's
         ``step`` on that layer (rate allocation across layers: a coarser grid where the model is
         less sensitive); None = the same step everywhere. The spec needs a ``step`` key.
+    layer_steps : ``"auto"``: the factors are allocated from each layer's measured sensitivity on
+        calib passages (:mod:`.layer_steps`; the harness resolves it); None = as given
     """
 
     k: str
@@ -74,6 +78,7 @@ class KVPlan:
     calibrated_codebook: bool = False
     k_step_scale: tuple[float, ...] | None = None
     v_step_scale: tuple[float, ...] | None = None
+    layer_steps: str | None = None
 
     def __post_init__(self) -> None:
         if self.boundary < 0 or self.protect_tokens < 0 or self.hot_tokens < 0:
@@ -106,6 +111,8 @@ class KVPlan:
             if not getattr(codecs.get(spec).params, "step", 0):
                 raise InputError(f"{stream}_step_scale needs a {stream.upper()} spec with a step > 0, got {spec!r}")
             object.__setattr__(self, f"{stream}_step_scale", values)
+        if self.layer_steps not in (None, "auto"):
+            raise InputError(f"layer_steps must be 'auto' or None, got {self.layer_steps!r}")
         if self.calibrated_codebook:
             if not any(eligible(s) for s in {self.k, self.v or self.k}):
                 raise InputError("calibrated_codebook needs a kakeya K or V spec with a Lloyd-Max quantiser and "
@@ -114,7 +121,8 @@ class KVPlan:
     @property
     def needs_calibration(self) -> bool:
         """Whether :func:`resolve_plan` has work to do (a Σ_q artifact or codebooks)."""
-        return self.qprecond is not None or self.calibrated_codebook or bool(self.kvtc_streams)
+        return (self.qprecond is not None or self.calibrated_codebook or bool(self.kvtc_streams)
+                or (self.layer_steps == "auto" and self.k_step_scale is None and self.v_step_scale is None))
 
     @property
     def kvtc_streams(self) -> list[str]:
@@ -138,7 +146,9 @@ class KVPlan:
             text += f" +Σq {self.qprecond_variant}{source} skip {skip}"
         if self.calibrated_codebook:
             text += " +cal-cb"
-        if self.k_step_scale or self.v_step_scale:
+        if self.layer_steps == "auto":
+            text += " +layer steps auto"
+        elif self.k_step_scale or self.v_step_scale:
             text += " +layer steps"
         return text
 
@@ -158,6 +168,9 @@ class KVPlan:
         """(K codec, V codec) per layer, or None for a layer kept uncompressed."""
         roles = self.layer_roles(config)
         heads = config.num_key_value_heads
+        if self.layer_steps == "auto" and self.k_step_scale is None and self.v_step_scale is None:
+            raise InputError("layer_steps=auto is not resolved yet: evaluate the plan with the harness, or resolve it "
+                             "with kakeya_lib.llm.evaluate.resolve_for_model(plan, model, ...) before building a cache")
         for stream, scale in (("k", self.k_step_scale), ("v", self.v_step_scale)):
             if scale is not None and len(scale) != len(roles):
                 raise InputError(f"{stream}_step_scale has {len(scale)} factors for a model of {len(roles)} layers")

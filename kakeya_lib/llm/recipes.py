@@ -9,7 +9,8 @@ target_kl: <the KL target whose selection the recipe ships>}``; the cell's passa
 calib split, and a test checks that the recipe's specs are the ones that cell selected), and the calibration fields of :class:`~.plan.KVPlan`: ``qprecond`` (``calib`` or
 an artifact name), ``qprecond_variant`` (``plain`` | ``rope``), ``qprecond_skip`` (layer list,
 negative = from the end; default ``[0]``), ``calibrated_codebook`` (bool) and ``k_step_scale`` /
-``v_step_scale`` (one step factor per model layer: rate allocated across layers). A recipe whose
+``v_step_scale`` (one step factor per model layer: rate allocated across layers) or
+``layer_steps: auto`` (those factors from each layer's measured sensitivity, :mod:`.layer_steps`). A recipe whose
 ``requires`` names a feature this version lacks is refused with a message saying which, never run
 without it; one that requires ``qprecond`` or ``calibrated_codebook`` must also set that field.
 """
@@ -29,7 +30,7 @@ IMPLEMENTED_FEATURES: frozenset[str] = frozenset({"qprecond", "calibrated_codebo
 KNOWN_FEATURES = frozenset({"qprecond", "calibrated_codebook", "besicovitch"})
 _FIELDS = {"name", "family", "description", "k", "v", "boundary", "boundary_k", "boundary_v", "protect_tokens",
            "requires", "source", "transfer_notes", "qprecond", "qprecond_variant", "qprecond_skip",
-           "calibrated_codebook", "tuning", "k_step_scale", "v_step_scale"}
+           "calibrated_codebook", "tuning", "k_step_scale", "v_step_scale", "layer_steps"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Recipe:
     tuning: dict[str, Any] | None = None
     k_step_scale: tuple[float, ...] | None = None
     v_step_scale: tuple[float, ...] | None = None
+    layer_steps: str | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -73,7 +75,7 @@ class Recipe:
                       boundary_v=self.boundary_v, protect_tokens=self.protect_tokens, name=self.name,
                       qprecond=self.qprecond, qprecond_variant=self.qprecond_variant,
                       qprecond_skip=self.qprecond_skip, calibrated_codebook=self.calibrated_codebook,
-                      k_step_scale=self.k_step_scale, v_step_scale=self.v_step_scale)
+                      k_step_scale=self.k_step_scale, v_step_scale=self.v_step_scale, layer_steps=self.layer_steps)
 
 
 def names() -> list[str]:
@@ -120,7 +122,7 @@ def _parse(data: Any, where: str) -> Recipe:
         boundary_v=data.get("boundary_v"), protect_tokens=int(data.get("protect_tokens", 0)), requires=requires,
         source=str(data.get("source", "")), transfer_notes=str(data.get("transfer_notes", "")).strip(),
         qprecond=qprecond, qprecond_variant=str(data.get("qprecond_variant", "plain")), qprecond_skip=tuple(skip),
-        calibrated_codebook=cal, tuning=tuning, **scales,
+        calibrated_codebook=cal, tuning=tuning, **scales, layer_steps=data.get("layer_steps"),
     )
 
 
