@@ -129,7 +129,8 @@ demo: setup
 
 # Codec speed suite (benchmarks/README.md): every default codec spec on D 64/128/256 and
 # N 512..65536 (numpy), the KV-like run also timing a SmolLM2 prefill on the same tokens; then a
-# Gaussian check, captured SmolLM2 K/V rows, and the compressed-cache memory.
+# Gaussian check, captured SmolLM2 K/V rows, the compressed-cache memory, and stored prompt caches
+# (file size, time to first token from the file, generation speed and memory per decoded-block budget).
 BENCH_CAPTURED := .cache/bench/smollm2-135m_sotu_kv.npz
 bench: setup
 	$(VENV)/bin/kakeya bench --device cpu --forward --json data/results/bench/codec_cpu_kv_like.json
@@ -140,6 +141,7 @@ bench: setup
 	$(PY) benchmarks/report.py data/results/bench/codec_cpu_kv_like.json data/results/bench/codec_cpu_gaussian.json \
 	  data/results/bench/codec_cpu_captured.json > data/results/bench/summary_cpu.md
 	$(PY) benchmarks/cache_memory.py
+	$(PY) benchmarks/prompt_cache.py
 
 clean:
 	rm -rf .pytest_cache .hypothesis build dist *.egg-info
