@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from kakeya_lib import cli
@@ -26,6 +28,10 @@ def test_every_builtin_either_plans_or_names_what_it_lacks(name):
     else:
         plan = recipe.plan()
         assert plan.label == name
+        if plan.layer_steps == "auto":  # its factors are measured on the model: building codecs before is an error
+            with pytest.raises(InputError, match="layer_steps=auto is not resolved"):
+                plan.layer_codecs(tiny_config("llama"))
+            plan = dataclasses.replace(plan, k_step_scale=(1.0, 2.0), v_step_scale=(0.5, 1.0))
         assert len(plan.layer_codecs(tiny_config("llama"))) == 2
 
 
