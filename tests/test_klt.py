@@ -164,3 +164,25 @@ def test_corrupt_blobs_are_refused():
     with pytest.raises(CorruptBlobError, match="sections"):
         _codec(step=0.2, rowscale=0).decode(write_container(_codec(step=0.2, rowscale=0).spec, (box.n_rows, box.n_cols),
                                                             box.dtype, list(sections.items())))
+
+
+@pytest.mark.parametrize("pca", ["head", "concat"])
+def test_recent_tokens_get_the_finer_step_and_nothing_else_changes(pca):
+    x = _rows(200, 11)
+    t_recent = 20
+    plain = _codec(step=0.4, pca=pca)
+    fine = _codec(step=0.4, pca=pca, recent=t_recent, recent_step=0.25)
+    xp_, xf = codecs.decode(plain.encode(x)), codecs.decode(fine.encode(x))
+    old, new = slice(0, (200 - t_recent) * H), slice((200 - t_recent) * H, None)
+    err = lambda a, s: float(((x[s] - a[s]) ** 2).mean())  # noqa: E731
+    assert err(xf, old) == pytest.approx(err(xp_, old), rel=0.05)  # same step on the older tokens
+    assert err(xf, new) < 0.15 * err(xp_, new)  # (0.25)^2 = 0.0625 at high rate
+    assert len(fine.encode(x)) > len(plain.encode(x))
+    assert _codec(step=0.4, pca=pca, recent=0).encode(x) == plain.encode(x)  # recent=0: the same bytes
+    short = _rows(5, 12)  # fewer tokens than `recent`: every token is recent
+    every = codecs.decode(_codec(step=0.4, pca=pca, recent=t_recent, recent_step=0.25).encode(short))
+    finest = codecs.decode(_codec(step=0.1, pca=pca).encode(short))
+    assert np.allclose(every, finest, atol=1e-5)
+    for bad in ("recent=-1", "recent_step=0", "recent_step=17"):
+        with pytest.raises(SpecError):
+            codecs.get(f"klt:calib={NAME},layer=0,{bad}")

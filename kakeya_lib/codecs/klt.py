@@ -17,7 +17,8 @@ KLT (PCA) basis ``U`` come from the per-model calibration artifact that KVTC use
    quantised *relative to its own scale* (``rowscale=0``: one RMS for the whole blob instead);
 3. ``q = sign(y)·floor(|y| / (ŝ · step) + rounding)``: one uniform step for every coordinate
    (``rounding`` 0.5 rounds to nearest; a smaller one widens the zero bin, trading a little
-   error for fewer nonzero indices). With entropy coding a
+   error for fewer nonzero indices; ``recent=N``: the blob's last N tokens use ``step ·
+   recent_step``, a finer grid where the next tokens attend most). With entropy coding a
    uniform step is the high-rate MSE optimum (reverse water-filling gives every coordinate the
    same distortion); coordinates whose spread is below the step quantise to 0 almost always and
    cost almost nothing, which is the "0 bits" branch of the allocation, learnt from the data;
@@ -84,6 +85,8 @@ class KLTParams:
     rounding: float = 0.5  # q = sign(y)·floor(|y|/step + rounding): 0.5 rounds, less widens the zero bin
     scale_bits: int = 8  # scale codes 1 .. 2**scale_bits - 1 on the blob's log range (0 marks a zero vector)
     centroid: bool = False  # decode nonzero indices at their bin's mean (per group, |q| = 1 and |q| >= 2), stored
+    recent: int = 0  # the blob's last `recent` tokens are coded at step * recent_step (rate by recency)
+    recent_step: float = 0.5  # step factor of those tokens
 
     def __post_init__(self) -> None:
         checks = [
@@ -95,6 +98,9 @@ class KLTParams:
             (self.group >= 1, f"group must be >= 1, got {self.group}"),
             (0 < self.rounding <= 0.5, f"rounding must be in (0, 0.5], got {self.rounding}"),
             (2 <= self.scale_bits <= 8, f"scale_bits must be in 2..8, got {self.scale_bits}"),
+            (self.recent >= 0, f"recent must be >= 0 tokens, got {self.recent}"),
+            (math.isfinite(self.recent_step) and 0 < self.recent_step <= 16,
+             f"recent_step must be in (0, 16], got {self.recent_step}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -163,6 +169,16 @@ class KLTCodec(Codec):
         """Scale codes for positive scales: 1 .. levels."""
         return (1 << self.params.scale_bits) - 1
 
+    def _steps(self, t: int, rows: int) -> float | np.ndarray:
+        """Each vector's step [rows] (float32): ``step``, times ``recent_step`` on the last ``recent``
+        tokens of the blob (with ``recent=0``, the scalar ``step``, so such blobs are unchanged)."""
+        p = self.params
+        if not p.recent:
+            return p.step
+        per_token = np.full(t, np.float32(p.step), np.float32)
+        per_token[max(0, t - p.recent):] = np.float32(p.step * p.recent_step)
+        return np.repeat(per_token, rows // t)  # head mode: a token's heads are consecutive vectors
+
     def _scale_values(self, codes: np.ndarray, lo: float, hi: float) -> np.ndarray:
         """Decoded vector scales ``ŝ`` [vectors] (float32) from codes 0..levels and the log range."""
         width = (hi - lo) / max(self._levels - 1, 1)
@@ -187,7 +203,8 @@ class KLTCodec(Codec):
         y = self._project(r, cal, xp)  # [vectors, width]
         rms = to_host(xp.sqrt(xp.mean(y * y, axis=-1))).astype(np.float64)  # U orthonormal: the residual's RMS
         codes, lo, hi, s_hat = self._row_scales(rms)
-        inv = np.where(s_hat > 0, 1.0 / (np.where(s_hat > 0, s_hat, 1.0) * p.step), 0.0).astype(np.float32)
+        steps = self._steps(t, s_hat.size)
+        inv = np.where(s_hat > 0, 1.0 / (np.where(s_hat > 0, s_hat, 1.0) * steps), 0.0).astype(np.float32)
         v = y * to_device(inv[:, None], xp)
         q = xp.sign(v) * xp.floor(xp.abs(v) + xp.float32(p.rounding))
         q_host = to_host(q).astype(np.int64)
@@ -270,7 +287,8 @@ class KLTCodec(Codec):
                 raise CorruptBlobError(f"klt: scales section holds {len(raw)} bytes, its rANS stream uses {used}")
         else:
             codes = np.ones(rows, np.uint8)  # the blob's one scale (a zero blob decodes as its mean)
-        s_hat = self._scale_values(codes, lo, hi) * np.float32(p.step)
+        steps = self._steps(t, rows)
+        s_hat = self._scale_values(codes, lo, hi) * (np.float32(steps) if np.isscalar(steps) else steps)
         groups = self._groups(width)
         raw = box.section("entropy")
         lengths = [rows * (g.stop - g.start) for g in groups]
