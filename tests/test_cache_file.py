@@ -120,6 +120,7 @@ def test_an_edited_header_with_a_valid_checksum_is_still_checked(tmp_path):
         "shape": lambda h: h["layers"][1]["hot_k"].update(shape=[1, 1, 1, 1]),
         "order": lambda h: h["layers"][1]["k_blobs"].reverse(),
         "plan": lambda h: h["plan"].pop("k"),
+        "ids": lambda h: h["token_ids"].__setitem__(0, "x"),
     }
     for name, edit in edits.items():
         h = json.loads(json.dumps(header))

@@ -192,6 +192,8 @@ def _check_header(h: Any, payload_len: int, where: str) -> None:
     if h["payload_bytes"] != payload_len:
         raise CorruptBlobError(f"{where}: payload holds {payload_len} bytes, the header says {h['payload_bytes']} "
                                "(truncated or extended file)")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in h["token_ids"]):
+        raise CorruptBlobError(f"{where}: token ids must be non-negative integers")
     if len(h["token_ids"]) not in (h["tokens"], h["tokens"] + 1) or h["tokens"] < 1:
         raise CorruptBlobError(f"{where}: {len(h['token_ids'])} token ids for a cache of {h['tokens']} tokens")
 
