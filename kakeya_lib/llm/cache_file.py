@@ -56,7 +56,7 @@ _PLAN_FIELDS = ("k", "v", "boundary", "boundary_k", "boundary_v", "protect_token
                 "qprecond", "qprecond_variant", "qprecond_skip", "k_step_scale", "v_step_scale")
 
 
-# ---- saving --------------------------------------------------------------------------------
+# ---- writing: sections, the model's shape, the plan ----------------------------------------
 
 
 class Payload:
@@ -115,7 +115,21 @@ def plan_header(plan: KVPlan | ResolvedPlan) -> dict[str, Any]:
     return out
 
 
-# ---- loading -------------------------------------------------------------------------------
+def write(path: str | Path, header: dict[str, Any], payload: Payload) -> int:
+    """Write ``header`` (JSON) and ``payload``'s sections to ``path`` atomically; returns the file size."""
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    path = Path(path)
+    tmp = tmp_sibling(path)
+    with open(tmp, "wb") as fh:
+        fh.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(blob), zlib.crc32(blob)))
+        fh.write(blob)
+        for part in payload.parts:
+            fh.write(part)
+    tmp.replace(path)
+    return path.stat().st_size
+
+
+# ---- reading and checking ------------------------------------------------------------------
 
 
 def plan_from_header(header: dict[str, Any], where: str) -> KVPlan:
@@ -163,20 +177,6 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], memoryview]:
     _check_header(header, len(payload), where)
     _check_sections(header, payload, where)
     return header, payload
-
-
-def write(path: str | Path, header: dict[str, Any], payload: Payload) -> int:
-    """Write ``header`` (JSON) and ``payload``'s sections to ``path`` atomically; returns the file size."""
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    path = Path(path)
-    tmp = tmp_sibling(path)
-    with open(tmp, "wb") as fh:
-        fh.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(blob), zlib.crc32(blob)))
-        fh.write(blob)
-        for part in payload.parts:
-            fh.write(part)
-    tmp.replace(path)
-    return path.stat().st_size
 
 
 def _check_header(h: Any, payload_len: int, where: str) -> None:
