@@ -19,6 +19,7 @@ import torch
 from transformers import DynamicCache
 
 from kakeya_lib import provenance
+from kakeya_lib.benchmark.prompt_cache import float_cache_bytes
 from kakeya_lib.llm import corpora
 from kakeya_lib.llm.cache import CompressedCache
 from kakeya_lib.llm.models import load_model
@@ -26,10 +27,6 @@ from kakeya_lib.llm.prerope import patch_model
 from kakeya_lib.paths import RESULTS_DIR
 
 DEFAULT_SPECS = ["identity", "kakeya", "kakeya:bits=2", "kakeya:bits=3,pca=rsvd,rank=32", "kakeya:bits=2,share_basis=1"]
-
-
-def dynamic_cache_bytes(cache: DynamicCache) -> int:
-    return sum((layer.keys.numel() + layer.values.numel()) * layer.keys.element_size() for layer in cache.layers)
 
 
 def main() -> None:
@@ -52,7 +49,7 @@ def main() -> None:
         t0 = time.perf_counter()
         model(ids, cache=stock)
         stock_s = time.perf_counter() - t0
-        stock_bytes = dynamic_cache_bytes(stock)
+        stock_bytes = float_cache_bytes(stock)
         dtype_bytes = stock.layers[0].keys.element_size()
         bf16_bytes = stock_bytes * 2 // dtype_bytes
         rows.append({"cache": "DynamicCache", "codec": None, "bytes": stock_bytes, "prefill_s": stock_s,

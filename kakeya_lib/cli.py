@@ -319,8 +319,8 @@ def cmd_cache_save(args: argparse.Namespace) -> int:
     plan = resolve_for_model(recipes.load(args.recipe).plan(), model, corpus=args.corpus, tokenizer=loaded.tokenizer,
                         ctx=args.calib_ctx, n_passages=args.calib_passages, seed=args.calib_seed, bos=bos,
                         model_name=args.model)
-    block = args.block_tokens or max(1, len(ids) - 1 - args.hot_tokens - plan.protect_tokens)
-    cache = CompressedCache.from_plan(model.config, plan, block_tokens=block, hot_tokens=args.hot_tokens)
+    cache = CompressedCache.for_prompt(model.config, plan, len(ids) - 1, hot_tokens=args.hot_tokens,
+                                       block_tokens=args.block_tokens)
     t0 = time.perf_counter()
     with torch.no_grad():
         model(torch.tensor([ids[:-1]]), cache=cache)

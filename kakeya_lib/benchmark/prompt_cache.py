@@ -52,7 +52,8 @@ def _greedy(model: Any, ids: torch.Tensor, cache: Any, new_tokens: int) -> torch
                               do_sample=False, pad_token_id=0)
 
 
-def _float_bytes(cache: Any) -> int:
+def float_cache_bytes(cache: Any) -> int:
+    """Bytes a float (DynamicCache-style) cache's K/V tensors hold, at their own dtype."""
     return sum((lay.keys.numel() + lay.values.numel()) * lay.keys.element_size()
                for lay in cache.layers if lay.is_initialized)
 
@@ -90,13 +91,12 @@ def prompt_cache_rows(model: Any, token_ids: Sequence[int], plan: ResolvedPlan, 
     ids = torch.tensor([list(token_ids)], dtype=torch.long)
     t = ids.shape[1] - 1
     say = log or (lambda _: None)
-    if block_tokens is None:
-        block_tokens = max(1, t - hot_tokens - plan.protect_tokens)
+    cache = CompressedCache.for_prompt(model.config, plan, t, hot_tokens=hot_tokens, block_tokens=block_tokens)
+    block_tokens = next((lay.block_tokens for lay in cache.layers if isinstance(lay, CompressedLayer)), block_tokens)
     base = {"label": label, "cached_tokens": t, "block_tokens": block_tokens, "hot_tokens": hot_tokens}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         folder = Path(tmp)
-        cache = CompressedCache.from_plan(model.config, plan, block_tokens=block_tokens, hot_tokens=hot_tokens)
         t0 = time.perf_counter()
         model(ids[:, :-1], cache=cache)
         save_path = folder / "prompt.kvz"
@@ -136,7 +136,7 @@ def prompt_cache_rows(model: Any, token_ids: Sequence[int], plan: ResolvedPlan, 
         ref_out, ref_cache = runs[-1][1]
         float_tps = new_tokens / gen_s
         rows.append({**base, "kind": "generate", "cache": "float (DynamicCache)", "keep_decoded": None,
-                     "tokens_per_s": float_tps, "memory_bytes": _float_bytes(ref_cache),
+                     "tokens_per_s": float_tps, "memory_bytes": float_cache_bytes(ref_cache),
                      "transient_decode_bytes": 0, "relative_speed": 1.0})
         for keep in budgets:
             def run() -> tuple[float, Any]:

@@ -100,7 +100,7 @@ class CompressedLayer(DynamicLayer):
             return rows_to_tensor(apply_transform(codec.decode(blob, device="cpu"), back), heads, like)
 
         kept: list[torch.Tensor] = []
-        if unwhiten and blobs in (self.k_blobs, self.v_blobs):
+        if unwhiten and (blobs is self.k_blobs or blobs is self.v_blobs):
             kept = self._kept["k" if blobs is self.k_blobs else "v"]
             budget = len(blobs) if self.keep_decoded is None else min(self.keep_decoded, len(blobs))
             if kept and kept[0].dtype != like.dtype:  # the model's dtype changed: decode afresh
@@ -338,6 +338,15 @@ class CompressedCache(PreRopeCache):
                   hot_tokens: int = 128, keep_decoded: int | None = 0) -> "CompressedCache":
         return cls(config, plan.k, block_tokens=block_tokens, hot_tokens=hot_tokens, plan=plan,
                    keep_decoded=keep_decoded)
+
+    @classmethod
+    def for_prompt(cls, config: Any, plan: KVPlan | ResolvedPlan, n_tokens: int, hot_tokens: int = 0,
+                   block_tokens: int | None = None, keep_decoded: int | None = 0) -> "CompressedCache":
+        """A cache for storing a prompt of ``n_tokens``: by default the whole prompt beyond the
+        protected and hot tokens is one block, as the paper's protocol codes a prefix."""
+        if block_tokens is None:
+            block_tokens = max(1, n_tokens - hot_tokens - plan.protect_tokens)
+        return cls.from_plan(config, plan, block_tokens=block_tokens, hot_tokens=hot_tokens, keep_decoded=keep_decoded)
 
     def bytes_held(self) -> list[dict[str, Any]]:
         """Bytes each layer holds right now (compressed blobs, hot window, plain float layers)."""
