@@ -144,6 +144,11 @@ def test_wrong_model_wrong_input_and_unsupported_state(tmp_path):
         CompressedCache.load(tmp_path / "missing.kvz", model)
     with pytest.raises(InputError, match="token ids"):
         cache.save(tmp_path / "x.kvz", model="tiny", token_ids=[1, 2, 3])
+    with pytest.raises(InputError, match="does not exist"):
+        cache.save(tmp_path / "missing" / "x.kvz", model="tiny", token_ids=PROMPT[0].tolist())
+    with pytest.raises(InputError, match="is a folder"):
+        cache.save(tmp_path, model="tiny", token_ids=PROMPT[0].tolist())
+    assert path.read_bytes()[:4] == b"KVZ\0"  # a refused write leaves the earlier file as it was
     empty = CompressedCache.from_plan(model.config, PLAN)
     with pytest.raises(InputError, match="empty"):
         empty.save(tmp_path / "x.kvz", model="tiny", token_ids=[1])

@@ -119,6 +119,10 @@ def write(path: str | Path, header: dict[str, Any], payload: Payload) -> int:
     """Write ``header`` (JSON) and ``payload``'s sections to ``path`` atomically; returns the file size."""
     blob = json.dumps(header, separators=(",", ":")).encode()
     path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise InputError(f"cannot write {str(path)!r}: it is a folder")
     tmp = tmp_sibling(path)
     with open(tmp, "wb") as fh:
         fh.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(blob), zlib.crc32(blob)))
