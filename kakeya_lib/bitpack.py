@@ -128,6 +128,8 @@ def _pack_bitmatrix(v: Any, bits: int, xp: ModuleType) -> Any:
     n = v.size
     bitmat = ((v.astype(xp.int64)[:, None] >> xp.arange(bits)[None, :]) & 1).astype(xp.uint8)
     stream = bitmat.reshape(-1)
+    if xp is np:  # numpy's packbits is the same layout, several times faster on short tables
+        return np.packbits(stream, bitorder="little")
     nbytes = packed_nbytes(n, bits)
     padded = xp.zeros(nbytes * 8, dtype=xp.uint8)
     padded[: stream.size] = stream
@@ -136,7 +138,10 @@ def _pack_bitmatrix(v: Any, bits: int, xp: ModuleType) -> Any:
 
 
 def _unpack_bitmatrix(p: Any, bits: int, n: int, xp: ModuleType) -> Any:
-    stream = ((p[:, None].astype(xp.int64) >> xp.arange(8)[None, :]) & 1).reshape(-1)
+    if xp is np:
+        stream = np.unpackbits(p, bitorder="little").astype(np.int64)
+    else:
+        stream = ((p[:, None].astype(xp.int64) >> xp.arange(8)[None, :]) & 1).reshape(-1)
     bitmat = stream[: n * bits].reshape(n, bits)
     return (bitmat << xp.arange(bits)[None, :]).sum(axis=1).astype(xp.int64)
 

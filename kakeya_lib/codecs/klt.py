@@ -221,7 +221,11 @@ class KLTCodec(Codec):
             sections.append(("codebook", floats.to_bytes(offsets, "f16", np, "centroid offsets")))
         sym = q_host + qmax
         alphabet = max(2 * qmax + 1, 2)
-        streams = [np.ascontiguousarray(sym[:, g]).reshape(-1) for g in groups]
+        if q_host.shape[1] % p.group == 0:  # one transposed copy instead of a copy per group
+            rows = q_host.shape[0]
+            streams = list(sym.reshape(rows, len(groups), p.group).transpose(1, 0, 2).reshape(len(groups), -1))
+        else:
+            streams = [np.ascontiguousarray(sym[:, g]).reshape(-1) for g in groups]
         sections.append(("entropy", b"".join(rans.encode_many(streams, alphabet))))
         return sections
 
@@ -296,8 +300,12 @@ class KLTCodec(Codec):
         if used != len(raw):
             raise CorruptBlobError(f"klt: entropy section holds {len(raw)} bytes, its rANS streams use {used}")
         q = np.empty((rows, width), np.float32)
-        for g, sym in zip(groups, streams):
-            q[:, g] = (sym.astype(np.int64) - qmax).reshape(rows, g.stop - g.start)
+        if width % p.group == 0:  # one transposed copy instead of a copy per group
+            stacked = np.stack(streams).reshape(len(groups), rows, p.group).astype(np.int32) - qmax
+            q.reshape(rows, len(groups), p.group)[...] = stacked.transpose(1, 0, 2)
+        else:
+            for g, sym in zip(groups, streams):
+                q[:, g] = (sym.astype(np.int64) - qmax).reshape(rows, g.stop - g.start)
         if p.centroid:
             offsets = floats.from_bytes(box.section("codebook"), "f16", 2 * len(groups), np, "centroid offsets")
             if not (np.abs(offsets) <= 0.5).all():

@@ -122,20 +122,24 @@ def normalize_frequencies(counts: Any, prob_bits: int) -> np.ndarray:
     present = np.flatnonzero(c)
     if present.size > m:
         raise InputError(f"{present.size} distinct symbols do not fit a table of 2**{prob_bits} slots")
-    cp = c[present].astype(np.float64)
+    # Python ints and floats: the tables are short, so per-element numpy calls would dominate.
+    # Every float is the same IEEE operation on the same values as a numpy formulation would be.
+    counts_present = c[present].tolist()
+    cp = [float(x) for x in counts_present]
     total = int(c.sum())
-    f = np.maximum(1, c[present] * m // total)  # exact: counts * 2**16 stays far below 2**63
+    f = [max(1, x * m // total) for x in counts_present]  # exact: counts * 2**16 stays far below 2**63
+    log2 = math.log2
 
     def gain(i: int) -> float:  # bits saved by f[i] += 1
-        return float(cp[i] * (math.log2(f[i] + 1) - math.log2(f[i])))
+        return cp[i] * (log2(f[i] + 1) - log2(f[i]))
 
     def loss(i: int) -> float:  # bits added by f[i] -= 1 (inf when it would reach 0)
-        return float(cp[i] * (math.log2(f[i]) - math.log2(f[i] - 1))) if f[i] > 1 else math.inf
+        return cp[i] * (log2(f[i]) - log2(f[i] - 1)) if f[i] > 1 else math.inf
 
     # |delta| <= number of present symbols (floor loses < 1 each, max(1, .) adds <= 1 each).
-    delta = m - int(f.sum())
+    delta = m - sum(f)
     step, key = (1, lambda i: (-gain(i), i)) if delta > 0 else (-1, lambda i: (loss(i), i))
-    heap = [key(i) for i in range(f.size)] if delta else []
+    heap = [key(i) for i in range(len(f))] if delta else []
     heapq.heapify(heap)
     for _ in range(abs(delta)):
         i = heapq.heappop(heap)[1]
@@ -143,23 +147,23 @@ def normalize_frequencies(counts: Any, prob_bits: int) -> np.ndarray:
         heapq.heappush(heap, key(i))
 
     # Single-unit moves from the cheapest donor to the best taker while that strictly helps
-    # (usually none; bounded so a pathological table cannot loop for long).
-    if f.size > 1:
-        gains = cp * (np.log2(f + 1) - np.log2(f))
-        losses = np.where(f > 1, cp * (np.log2(f) - np.log2(np.maximum(f - 1, 1))), np.inf)
-        for _ in range(f.size + 64):
-            taker = int(np.argmax(gains))
-            masked = losses.copy()
-            masked[taker] = np.inf
-            donor = int(np.argmin(masked))
-            if not gains[taker] > masked[donor] * (1 + 1e-12):
+    # (usually none; bounded so a pathological table cannot loop for long). Ties: lowest index
+    # (max/min return the first extreme element).
+    if len(f) > 1:
+        gains = [gain(i) for i in range(len(f))]
+        losses = [loss(i) for i in range(len(f))]
+        order = range(len(f))
+        for _ in range(len(f) + 64):
+            taker = max(order, key=gains.__getitem__)
+            donor = min((i for i in order if i != taker), key=losses.__getitem__)
+            if not gains[taker] > losses[donor] * (1 + 1e-12):
                 break
             f[taker] += 1
             f[donor] -= 1
             for i in (taker, donor):
                 gains[i], losses[i] = gain(i), loss(i)
     out = np.zeros(c.size, dtype=np.int64)
-    out[present] = f
+    out[present] = np.asarray(f, dtype=np.int64)
     return out
 
 
@@ -383,7 +387,8 @@ def _parse_stream(raw: np.ndarray, pos: int, n: int, alphabet: int, where: str
     packed = raw[pos : pos + nf]
     pos += nf
     fvals = unpack_bits(packed, prob_bits, n_present) + 1
-    if pack_bits(fvals - 1, prob_bits).tobytes() != packed.tobytes():
+    pad = 8 * nf - n_present * prob_bits  # the last byte's unused high bits (LSB-first packing)
+    if pad and int(packed[-1]) >> (8 - pad):
         raise CorruptBlobError(f"{where}: nonzero padding bits after the frequency table")
     if int(fvals.sum()) != 1 << prob_bits:
         raise CorruptBlobError(f"{where}: frequencies sum to {int(fvals.sum())}, not 2**{prob_bits}")
