@@ -92,6 +92,7 @@ book: setup book/_vendor/mathjax/tex-chtml.js
 	@test -f $(EXECUTED)/render-e2e.ipynb || { echo "no executed notebooks in $(EXECUTED): run 'make notebooks' first"; exit 1; }
 	rm -rf book/_build
 	$(VENV)/bin/kakeya codecs --markdown book/_generated/spec-reference.md  # from the codecs' Params
+	$(PY) benchmarks/report.py --book data/results/bench > book/_generated/bench.md  # make bench's figures
 	$(VENV)/bin/jupyter-book build book -W --keep-going
 
 # The paper needs TeX: installed here on first use when root or passwordless sudo is available;

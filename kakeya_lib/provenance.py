@@ -51,7 +51,9 @@ def collect(**extra: Any) -> dict[str, Any]:
     return {
         "git": git_state(),
         "versions": versions(),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
+                    # timings taken on a busy machine are slow; the load when the run started says so
+                    "load_avg_1_5_15m": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None},
         "threads": threads(),
         **extra,
     }

@@ -318,6 +318,32 @@ def test_report_renders_markdown(tmp_path, capsys):
     assert "| `kakeya` | kv_like |" in md and "Scaling exponent" in md
 
 
+def test_book_page_reads_every_bench_file_and_names_what_is_missing(tmp_path, capsys):
+    from kakeya_lib.benchmark.report import BOOK_CODEC_FILES, bench_page
+
+    src = tmp_path / "one.json"
+    assert cli.main(["bench", "--codecs", "identity", "--dims", "32", "--rows", "128", "--repeat", "1", "--quiet",
+                     "--json", str(src)]) == 0
+    capsys.readouterr()
+    with pytest.raises(FileNotFoundError, match="codec_cpu_kv_like.json.*make bench"):
+        bench_page(tmp_path)
+    for name in BOOK_CODEC_FILES:
+        (tmp_path / name).write_text(src.read_text())
+    page = bench_page(tmp_path)
+    assert page.count("| `identity` | kv_like |") == len(BOOK_CODEC_FILES)
+    assert "load average at start" in page  # the provenance line says how busy the machine was
+    assert "Not measured on this tree yet: `.venv/bin/python benchmarks/prompt_cache.py`" in page
+    (tmp_path / "prompt_cache.json").write_text(json.dumps({
+        "provenance": {"model": "m", "corpus": "c", "recipe": "r", "new_tokens": 4, "repeat": 1, "command": "x",
+                       "git": {"sha": "abc", "dirty": False}},
+        "results": [{"kind": "storage", "cached_tokens": 8, "label": "r", "file_bytes": 1e6, "bf16_dump_bytes": 4e6,
+                     "ratio_vs_bf16_dump": 4.0},
+                    {"kind": "first_token", "cached_tokens": 8, "label": "r", "recompute_s": 1.0, "from_file_s": 0.5,
+                     "speedup": 2.0}]}))
+    page = bench_page(tmp_path)
+    assert "| 8 | r | 1.00 MB | 4.00 MB | 4.00x | 1.000 s | 0.500 s | 2.0x |" in page
+
+
 # -- GPU (run by scripts/gpu_check.sh; skipped cleanly without CuPy and a device) ----------------
 gpu = pytest.mark.skipif(not backend.gpu_available(), reason="CuPy with a usable CUDA device is not available")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -183,4 +184,142 @@ def prompt_cache_markdown(rows: Sequence[dict[str, Any]]) -> str:
         out.append(f"| {r['cached_tokens']} | {r['cache']} | {keep} | {r['tokens_per_s']:.1f} | "
                    f"{r['relative_speed']:.2f}x | {r['memory_bytes'] / 1e6:.2f} MB | "
                    f"{r['transient_decode_bytes'] / 1e6:.2f} MB | {same} |")
+    return "\n".join(out) + "\n"
+
+
+# -- bench files as markdown (benchmarks/report.py, the book's speed page) ---------------------
+def _provenance_line(prov: dict[str, Any]) -> str:
+    """``git <sha> [(dirty)]``, and the machine's load when the run started where it was recorded."""
+    git = prov.get("git", {})
+    line = f"git {str(git.get('sha'))[:10]}{' (dirty)' if git.get('dirty') else ''}"
+    load = (prov.get("machine") or {}).get("load_avg_1_5_15m")
+    cpus = (prov.get("machine") or {}).get("cpus")
+    if load:
+        line += f"; load average at start {load[0]:.2f} on {cpus} CPUs"
+    return line
+
+
+def _is_gpu(doc: dict[str, Any]) -> bool:
+    return any(r.get("backend") == "cupy" for r in doc["results"])
+
+
+def _pick_shape(doc: dict[str, Any], rows: int | None, dim: int | None) -> tuple[int, int]:
+    have = {(r["rows"], r["dim"]) for r in doc["results"]}
+    want = (rows or (65536 if _is_gpu(doc) else 4096), dim or 128)
+    if want in have:
+        return want
+    return min(have, key=lambda s: (abs(s[1] - want[1]), abs(s[0] - want[0])))
+
+
+def bench_file_markdown(path: str | Path, rows: int | None = None, dim: int | None = None) -> str:
+    """Markdown of one ``kakeya bench --json`` file: its targets, every codec at the reference
+    shape (``rows``, ``dim``; default [4096, 128] on CPU, [65536, 128] on GPU, else the nearest
+    measured), the scaling exponents, the prefill table when the run had ``--forward``, and the
+    file's provenance line."""
+    doc = json.loads(Path(path).read_text())
+    prov = doc.get("provenance", {})
+    out = [f"### `{path}`", ""]
+    out.append(f"Device: {prov.get('device_name', '?')}; {_provenance_line(prov)}; "
+               f"command: `{' '.join(prov.get('argv') or ['kakeya', 'bench'])}`.")
+    if prov.get("bandwidth_Bps"):
+        out.append(f"Bandwidth fraction against {prov['bandwidth_Bps'] / 1e12:.2f} TB/s ({prov.get('bandwidth_source')}).")
+    out.append("")
+    if doc.get("targets"):
+        out += ["| target | data | shape | MB/s | needed | |", "|---|---|---|---:|---:|---|"]
+        for t in doc["targets"]:
+            out.append(f"| `{t['codec']}` {t['op']} | {t['data']} | [{t['rows']}, {t['dim']}] | {t['MBps']:.1f} | "
+                       f"≥ {t['target_MBps']:.0f} | {'pass' if t['pass'] else 'FAIL'} |")
+        out.append("")
+    if not doc["results"]:
+        return "\n".join(out + ["(no results)"])
+    n_ref, d_ref = _pick_shape(doc, rows, dim)
+    gpu = _is_gpu(doc)
+    head = "| codec | data | enc MB/s | dec MB/s | enc vec/s | dec vec/s | ratio | rel MSE | peak MB enc/dec |"
+    sep = "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    if gpu:
+        head += " enc %BW | dec %BW |"
+        sep += "---:|---:|"
+    out += [f"At [{n_ref}, {d_ref}] (float32 input, median of {doc['results'][0].get('repeat', '?')}):", "", head, sep]
+    for r in doc["results"]:
+        if (r["rows"], r["dim"]) != (n_ref, d_ref):
+            continue
+        peak = "-" if r.get("peak_encode_MB") is None else f"{r['peak_encode_MB']:.1f} / {r['peak_decode_MB']:.1f}"
+        line = (f"| `{r['codec']}` | {r['data']} | {r['encode_MBps']:.1f} | {r['decode_MBps']:.1f} | "
+                f"{r['encode_vps']:.3g} | {r['decode_vps']:.3g} | {r['ratio_vs_bf16']:.2f}× | {r['rel_mse']:.3g} | {peak} |")
+        if gpu:
+            line += "".join(f" {100 * r[k]:.2f} |" if r.get(k) is not None else " - |"
+                            for k in ("encode_bw_fraction", "decode_bw_fraction"))
+        out.append(line)
+    fits = [f for f in doc.get("scaling", []) if f["axis"] == "N"]
+    if fits:
+        dims = sorted({f["dim"] for f in fits})
+        cell = {(f["codec"], f["data"], f["dim"], f["op"]): f["exponent"] for f in fits}
+        n_lo, n_hi = min(min(f["sizes"]) for f in fits), max(max(f["sizes"]) for f in fits)
+        out += ["", f"Scaling exponent b of time ≈ a·N^b (encode / decode) over N = {n_lo}..{n_hi}:", "",
+                "| codec | data | " + " | ".join(f"D={d}" for d in dims) + " |", "|---|---|" + "---:|" * len(dims)]
+        for spec, data in dict.fromkeys((f["codec"], f["data"]) for f in fits):
+            cells = []
+            for d in dims:
+                e, dd = cell.get((spec, data, d, "encode")), cell.get((spec, data, d, "decode"))
+                cells.append("-" if e is None else f"{e:.2f} / {dd:.2f}")
+            out.append(f"| `{spec}` | {data} | " + " | ".join(cells) + " |")
+    fwd = doc.get("forward")
+    if fwd:
+        out += ["", (f"Codec time vs a {fwd.get('model', 'model')} prefill of {fwd['tokens']} tokens "
+                     f"({fwd['forward_s']:.3f} s, {fwd.get('torch_threads')} torch threads); the codec runs on every "
+                     "K and V row the prefill produces:"), "",
+                "| codec | rows | encode s | decode s | encode % of prefill | enc+dec % | < 10 % |",
+                "|---|---:|---:|---:|---:|---:|---|"]
+        for r in fwd["results"]:
+            out.append(f"| `{r['codec']}` | {r['rows_total']} | {r['encode_s']:.3f} | {r['decode_s']:.3f} | "
+                       f"{r['encode_overhead_pct']:.1f} | {r['roundtrip_overhead_pct']:.1f} | {'yes' if r['pass'] else 'no'} |")
+    if doc.get("errors"):
+        out += ["", f"{len(doc['errors'])} measurement(s) failed: "
+                + "; ".join(f"`{e['codec']}` [{e['rows']}, {e['dim']}] {e['error']}" for e in doc["errors"][:5])]
+    return "\n".join(out) + "\n"
+
+
+BOOK_CODEC_FILES = ("codec_cpu_kv_like.json", "codec_cpu_captured.json")
+
+
+def bench_page(bench_dir: str | Path) -> str:
+    """The book's speed-and-storage tables from the figures ``make bench`` wrote into ``bench_dir``.
+
+    Codec throughput (synthetic KV-like and captured rows, with the cost against a prefill), stored
+    prompt caches (``prompt_cache.json``) and the cache's resident bytes (``cache_memory.json``),
+    each with its provenance line. Raises :class:`FileNotFoundError` naming a missing codec file;
+    a missing prompt-cache or memory file is said in the page, with the command that writes it.
+    """
+    bench_dir = Path(bench_dir)
+    out = ["## Codec throughput", ""]
+    for name in BOOK_CODEC_FILES:
+        path = bench_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no benchmark figures (run `make bench`)")
+        out.append(bench_file_markdown(path).replace(f"### `{path}`", f"### `{name}`", 1))
+    out += ["## Prompt caches on disk", ""]
+    path = bench_dir / "prompt_cache.json"
+    if path.is_file():
+        doc = json.loads(path.read_text())
+        prov = doc["provenance"]
+        out += [f"{prov.get('model')} on {prov.get('corpus')}, recipe `{prov.get('recipe')}`, "
+                f"{prov.get('new_tokens')} new tokens, median of {prov.get('repeat')}; {_provenance_line(prov)}; "
+                f"command: `{prov.get('command')}`.", "", prompt_cache_markdown(doc["results"])]
+    else:
+        out += ["Not measured on this tree yet: `.venv/bin/python benchmarks/prompt_cache.py` writes "
+                "`data/results/bench/prompt_cache.json`.", ""]
+    out += ["## Resident cache bytes", ""]
+    path = bench_dir / "cache_memory.json"
+    if path.is_file():
+        doc = json.loads(path.read_text())
+        prov = doc["provenance"]
+        out += [f"{prov.get('model')}, {prov.get('tokens')} tokens; {_provenance_line(prov)}; "
+                f"command: `{prov.get('command')}`.", "",
+                "| cache | codec | bytes | ratio vs bf16 | prefill s |", "|---|---|---:|---:|---:|"]
+        for r in doc["results"]:
+            out.append(f"| {r['cache']} | {'-' if r.get('codec') is None else '`' + r['codec'] + '`'} | "
+                       f"{r['bytes']:,} | {r['ratio_vs_bf16']:.2f}x | {r['prefill_s']:.2f} |")
+    else:
+        out += ["Not measured on this tree yet: `.venv/bin/python benchmarks/cache_memory.py` writes "
+                "`data/results/bench/cache_memory.json`.", ""]
     return "\n".join(out) + "\n"
