@@ -186,3 +186,29 @@ def test_recent_tokens_get_the_finer_step_and_nothing_else_changes(pca):
     for bad in ("recent=-1", "recent_step=0", "recent_step=17"):
         with pytest.raises(SpecError):
             codecs.get(f"klt:calib={NAME},layer=0,{bad}")
+
+
+@pytest.mark.parametrize("pca", ["head", "concat"])
+def test_salient_tokens_get_a_finer_step_through_the_coded_scale(pca):
+    x = _rows(200, 13)
+    w = np.full(200 * H, 1.0)
+    w[: 20 * H] = 100.0  # the first 20 tokens draw the attention
+    sal = _codec(step=0.4, pca=pca, saliency=0.5, saliency_clip=8)
+    plain = _codec(step=0.4, pca=pca)
+    blob = sal.encode(x, weights=w)
+    xs, xp_ = codecs.decode(blob), codecs.decode(plain.encode(x))
+    hot, cold = slice(0, 20 * H), slice(20 * H, None)
+    err = lambda a, s: float(((x[s] - a[s]) ** 2).mean())  # noqa: E731
+    # factors (w / geomean)^-0.5: hot tokens ~ 1/2.6 of the plain step, cold ones ~ 1.26x
+    assert err(xs, hot) < 0.3 * err(xp_, hot)
+    assert err(xs, cold) > 1.2 * err(xp_, cold)
+    same_layout = read_container(plain.encode(x)).sections
+    assert {k: len(v) for k, v in read_container(blob).sections.items()}.keys() == same_layout.keys()  # no new section
+    even = codecs.decode(_codec(step=0.4, pca=pca, saliency=0.5).encode(x, weights=np.full(200 * H, 3.0)))
+    assert np.allclose(even, xp_, atol=1e-4 * np.abs(x).max())  # equal weights: the plain step
+    assert plain.encode(x, weights=w) == plain.encode(x)  # without saliency the weights are ignored
+    with pytest.raises(InputError, match="needs the rows' weights"):
+        sal.encode(x)
+    for bad in ("saliency=-0.1", "saliency=3", "saliency_clip=0.5", "saliency_clip=100"):
+        with pytest.raises(SpecError):
+            codecs.get(f"klt:calib={NAME},layer=0,{bad}")

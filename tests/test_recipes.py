@@ -101,11 +101,15 @@ def test_calibration_fields_are_validated(tmp_path):
     assert (plan.qprecond, plan.qprecond_variant, plan.qprecond_skip, plan.calibrated_codebook) == (
         "calib", "rope", (0, -1), True)
     for body, message in (("qprecond_skip: [a]", "qprecond_skip"), ("calibrated_codebook: maybe", "calibrated_codebook"),
-                          ("qprecond_variant: odd\nqprecond: calib", "qprecond_variant")):
+                          ("qprecond_variant: odd\nqprecond: calib", "qprecond_variant"),
+                          ("saliency_queries: -4", "saliency_queries"), ("saliency_queries: many", "saliency_queries")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(f"name: bad\nk: kakeya\n{body}\n")
         with pytest.raises(InputError, match=message):
             recipes.load(str(bad)).plan()
+    salient = tmp_path / "s.yaml"
+    salient.write_text("name: s\nk: klt:calib=auto,saliency=0.25\nsaliency_queries: 64\n")
+    assert recipes.load(str(salient)).plan().saliency_queries == 64
     lacking = tmp_path / "lacking.yaml"
     lacking.write_text("name: lacking\nk: kakeya\nrequires: [qprecond]\n")
     with pytest.raises(InputError, match="sets no 'qprecond'"):

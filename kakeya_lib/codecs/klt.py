@@ -28,7 +28,15 @@ KLT (PCA) basis ``U`` come from the per-model calibration artifact that KVTC use
    have similar variance, so they share a table; one table per coordinate would cost ~50 bytes
    per coordinate per blob). The row codes form one more rANS stream (alphabet 256).
 
-Decode: ``x̂ = μ + ŝ · step · q U_hᵀ``. ``weights`` of :meth:`encode` are ignored.
+5. ``saliency=a`` (rate by attention): a token's step is multiplied by ``(w / geomean w)^-a``,
+   clipped to ``[1/saliency_clip, saliency_clip]``, where ``w`` sums the :meth:`encode` weights of
+   its rows (a plan's ``saliency_queries``: the attention the prefix's last queries give it,
+   :mod:`kakeya_lib.llm.saliency`); the factor rides in the coded scale (``ŝ`` is coded for
+   ``s · factor``), so the blob and the decoder are unchanged. Reverse water-filling with
+   weighted distortion gives step² ∝ 1/w (``a = 0.5``); a smaller ``a`` hedges against the next
+   queries attending elsewhere than the last ones did.
+
+Decode: ``x̂ = μ + ŝ · step · q U_hᵀ``. Without ``saliency``, ``weights`` of :meth:`encode` are ignored.
 
 Byte layout (container sections, in order)::
 
@@ -87,6 +95,8 @@ class KLTParams:
     centroid: bool = False  # decode nonzero indices at their bin's mean (per group, |q| = 1 and |q| >= 2), stored
     recent: int = 0  # the blob's last `recent` tokens are coded at step * recent_step (rate by recency)
     recent_step: float = 0.5  # step factor of those tokens
+    saliency: float = 0.0  # > 0: a token's step times (w / geomean w)^-saliency, w = its rows' encode weights
+    saliency_clip: float = 4.0  # those factors clipped to [1/clip, clip]
 
     def __post_init__(self) -> None:
         checks = [
@@ -101,6 +111,9 @@ class KLTParams:
             (self.recent >= 0, f"recent must be >= 0 tokens, got {self.recent}"),
             (math.isfinite(self.recent_step) and 0 < self.recent_step <= 16,
              f"recent_step must be in (0, 16], got {self.recent_step}"),
+            (math.isfinite(self.saliency) and 0 <= self.saliency <= 2, f"saliency must be in [0, 2], got {self.saliency}"),
+            (math.isfinite(self.saliency_clip) and 1 <= self.saliency_clip <= 64,
+             f"saliency_clip must be in [1, 64], got {self.saliency_clip}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -202,6 +215,12 @@ class KLTCodec(Codec):
         r = tokens - mu
         y = self._project(r, cal, xp)  # [vectors, width]
         rms = to_host(xp.sqrt(xp.mean(y * y, axis=-1))).astype(np.float64)  # U orthonormal: the residual's RMS
+        if p.saliency > 0:
+            if weights is None:
+                raise InputError(f"klt saliency={p.saliency} needs the rows' weights (token saliency, e.g. a plan's "
+                                 "saliency_queries); none were given")
+            # the coded scale carries the token's step factor, so the decoder needs nothing new
+            rms = rms * self._saliency_factors(to_host(weights).astype(np.float64), t, rms.size)
         codes, lo, hi, s_hat = self._row_scales(rms)
         steps = self._steps(t, s_hat.size)
         inv = np.where(s_hat > 0, 1.0 / (np.where(s_hat > 0, s_hat, 1.0) * steps), 0.0).astype(np.float32)
@@ -228,6 +247,18 @@ class KLTCodec(Codec):
             streams = [np.ascontiguousarray(sym[:, g]).reshape(-1) for g in groups]
         sections.append(("entropy", b"".join(rans.encode_many(streams, alphabet))))
         return sections
+
+    def _saliency_factors(self, weights: np.ndarray, t: int, vectors: int) -> np.ndarray:
+        """Per-vector step factors [vectors] from row weights [T·heads]: a token's weight is the sum
+        over its heads; factor ``(w / geomean w)^-saliency`` clipped to ``[1/clip, clip]`` (weights
+        are floored at 1e-3 of their mean, so a token nobody attends to is not coded at 0 bits)."""
+        p = self.params
+        w = weights.reshape(t, p.heads).sum(axis=1)
+        w = w + 1e-3 * max(float(w.mean()), np.finfo(np.float64).tiny)
+        log_w = np.log(w)
+        f = np.exp(-p.saliency * (log_w - log_w.mean()))
+        f = np.clip(f, 1.0 / p.saliency_clip, p.saliency_clip)
+        return np.repeat(f, vectors // t)  # head mode: a token's heads are consecutive vectors
 
     @staticmethod
     def _centroid_offsets(v: np.ndarray, q: np.ndarray, groups: list[slice]) -> np.ndarray:

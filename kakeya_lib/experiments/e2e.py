@@ -53,7 +53,7 @@ TUNING_RULE = "largest ratio_vs_bf16 with kl_mean <= target on calib-split passa
 BASELINE_PAIRS = ["int:bits=4,rotate=1", "turboquant:bits=4", "turboquant:bits=3", "kivi:bits=4|kivi:bits=4,mode=value"]
 LONG_CONTEXT_PAIRS = ["turboquant:bits=4"]
 _ENTRY_KEYS = {"name", "family", "recipe", "k", "v", "keys", "k_keys", "v_keys", "protect_tokens", "hot_tokens",
-               "boundary", "layer_steps"}
+               "boundary", "layer_steps", "saliency_queries"}
 
 
 def entry_plans(entries: Sequence[Any]) -> LabelledPlans:
@@ -82,7 +82,8 @@ def _mapping_plan(entry: Mapping[str, Any]) -> tuple[dict[str, Any], KVPlan]:
         raise InputError(f"entry {dict(entry)!r} needs a 'name' (the row label)")
     if ("recipe" in entry) == ("k" in entry):
         raise InputError(f"entry {entry['name']!r}: give either 'recipe' or 'k' (with an optional 'v')")
-    overrides = {key: int(entry[key]) for key in ("protect_tokens", "hot_tokens", "boundary") if key in entry}
+    overrides = {key: int(entry[key]) for key in ("protect_tokens", "hot_tokens", "boundary", "saliency_queries")
+                 if key in entry}
     if "recipe" in entry:
         recipe = recipe_lib.load(str(entry["recipe"]))
         plan = dataclasses.replace(recipe.plan(), name=str(entry["name"]), **overrides)

@@ -322,6 +322,10 @@ class CompressedCache(PreRopeCache):
         if plan is None:
             plan = KVPlan(k_codec, v_codec, boundary=boundary, protect_tokens=protect_tokens,
                           layers=None if layers is None else tuple(layers))
+        if plan.saliency_queries:
+            raise InputError(f"plan {plan.label!r} codes by token saliency, which the streaming cache does not "
+                             "compute yet (blocks are coded as they fill, before the queries that weigh them); "
+                             "it is measured in the roundtrip protocol")
         plan = resolve_plan(plan, config=config)
         self.plan = plan
         self.config = config  # what a saved file is checked against

@@ -40,9 +40,9 @@ from .. import codecs
 from ..errors import InputError
 from ..layout import rows_to_tensor, tensor_to_rows
 from .models import full_attention_layers
-from . import layer_steps
+from . import layer_steps, saliency
 from .plan import KVPlan, ResolvedPlan, as_plans, resolve_plan
-from .prerope import PreRopeCache, make_cache, patch_model
+from .prerope import PreRopeCache, make_cache, patch_model, rope_kinds
 from .whitening import apply_transform
 
 __all__ = ["KVPlan", "ResolvedPlan", "evaluate", "evaluate_many", "full_attention_layers", "resolve_for_model",
@@ -153,11 +153,13 @@ def bootstrap_mean(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -
 
 
 def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: list[Any], protect: int,
-               key_factors: Sequence[Any] | None = None, k_metric: Any | None = None, recent: int = 0) -> None:
+               key_factors: Sequence[Any] | None = None, k_metric: Any | None = None, recent: int = 0,
+               row_weights: Sequence[np.ndarray | None] | None = None) -> None:
     """Replace K and V of every compressed layer of ``cache`` by decode(encode(·)), in place;
     the first ``protect`` and the last ``recent`` tokens stay exact (billed at bf16).
     ``key_factors[i]`` = (L, L⁻¹): code layer i's keys whitened (``K L``) and unwhiten the decoded
-    rows (``· L⁻¹``)."""
+    rows (``· L⁻¹``). ``row_weights[i]`` [T·n_kv] (token saliency, :mod:`.saliency`) goes to
+    both codecs' ``encode`` as the coded rows' weights."""
     for i, layer in enumerate(cache.layers):
         keys, values = layer.keys, layer.values
         tallies[i].bf16_bytes += 2 * (keys.numel() + values.numel())
@@ -169,17 +171,19 @@ def _roundtrip(cache: PreRopeCache, tallies: list[LayerTally], layer_codecs: lis
         per_token = 2 * (keys.shape[1] * keys.shape[3] + values.shape[1] * values.shape[3])
         tallies[i].protected_bytes += keep * per_token
         tallies[i].hot_bytes += (n_tok - end) * per_token
+        weights = None if row_weights is None or row_weights[i] is None else \
+            row_weights[i][keep * keys.shape[1] : end * keys.shape[1]]
         for stream, tensor, codec in (("k", keys, layer_codecs[i][0]), ("v", values, layer_codecs[i][1])):
             if end == keep:
                 continue
             rows = tensor_to_rows(tensor[:, :, keep:end])
             factors = key_factors[i] if key_factors is not None and stream == "k" else None
             if factors is None:
-                blob = codec.encode(rows)
+                blob = codec.encode(rows, weights)
                 decoded = codec.decode(blob, device="cpu")
             else:
                 white = apply_transform(rows, factors[0])
-                blob = codec.encode(white)
+                blob = codec.encode(white, weights)
                 decoded_white = codec.decode(blob, device="cpu")
                 tallies[i].add_whitened(white, decoded_white)
                 decoded = apply_transform(decoded_white, factors[1])
@@ -323,6 +327,12 @@ def evaluate_many(
     labels = [(codecs.for_heads(p.k, heads), codecs.for_heads(p.v or p.k, heads)) for p in plans]
 
     n_layers = model.config.num_hidden_layers
+    saliency_m = sorted({p.saliency_queries for p in plans if p.saliency_queries})
+    if saliency_m and mode != "roundtrip":
+        raise InputError("plans with saliency_queries are measured in roundtrip mode: the streaming cache does not "
+                         "compute token saliency")
+    saliency_layers = [i for i in range(n_layers) if any(codecs_j[i] is not None for codecs_j in per_layer)]
+    kinds = rope_kinds(model)
     tallies = [[LayerTally(compressed=codecs_i[i] is not None, whitened=factors[j][i] is not None) for i in range(n_layers)]
                for j, codecs_i in enumerate(per_layer)]
     scores: list[list[PassageScore]] = [[] for _ in plans]
@@ -337,14 +347,18 @@ def evaluate_many(
         prefix, cont = ids[:, :ctx_len], ids[:, ctx_len:]
         with torch.no_grad():
             cache_ref = make_cache(model)
+            if saliency_m:
+                cache_ref.captured_queries = {}
             model(prefix, cache=cache_ref)
+            weights_by_m = {m: saliency.layer_weights(model, cache_ref, m, kinds, saliency_layers) for m in saliency_m}
+            cache_ref.captured_queries = None  # the copies below need not carry the queries
             codec_logits = []
             for j, plan in enumerate(plans):
                 t0 = time.perf_counter()
                 if mode == "roundtrip":
                     cache_codec = copy.deepcopy(cache_ref)
                     _roundtrip(cache_codec, tallies[j], per_layer[j], plan.protect_tokens, factors[j], k_metric,
-                               recent=plan.hot_tokens)
+                               recent=plan.hot_tokens, row_weights=weights_by_m.get(plan.saliency_queries))
                 else:
                     cache_codec = _streamed(model, prefix, cache_ref, tallies[j], plan, block_tokens,
                                             max(hot_tokens, plan.hot_tokens))
@@ -395,6 +409,8 @@ def _summarise(scores: list[PassageScore], tallies: list[LayerTally], plan: Reso
         extra["kvtc"] = plan.info["kvtc"]
     if "layer_steps" in plan.info:
         extra["layer_steps"] = plan.info["layer_steps"]
+    if plan.saliency_queries:
+        extra["saliency_queries"] = plan.saliency_queries
     return {
         "ppl_ref": ppl_ref,
         "ppl_codec": ppl_codec,

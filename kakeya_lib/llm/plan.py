@@ -61,6 +61,9 @@ class KVPlan:
         less sensitive); None = the same step everywhere. The spec needs a ``step`` key.
     layer_steps : ``"auto"``: the factors are allocated from each layer's measured sensitivity on
         calib passages (:mod:`.layer_steps`; the harness resolves it); None = as given
+    saliency_queries : M > 0: the harness weights every compressed layer's rows by the attention
+        the prefix's last M queries give each token (:mod:`.saliency`) and passes the weights to
+        the codecs' ``encode`` (``klt saliency=`` turns them into per-token steps); 0 = no weights
     """
 
     k: str
@@ -79,6 +82,7 @@ class KVPlan:
     k_step_scale: tuple[float, ...] | None = None
     v_step_scale: tuple[float, ...] | None = None
     layer_steps: str | None = None
+    saliency_queries: int = 0
 
     def __post_init__(self) -> None:
         if self.boundary < 0 or self.protect_tokens < 0 or self.hot_tokens < 0:
@@ -113,6 +117,13 @@ class KVPlan:
             object.__setattr__(self, f"{stream}_step_scale", values)
         if self.layer_steps not in (None, "auto"):
             raise InputError(f"layer_steps must be 'auto' or None, got {self.layer_steps!r}")
+        if not isinstance(self.saliency_queries, (int, np.integer)) or isinstance(self.saliency_queries, bool) \
+                or self.saliency_queries < 0:
+            raise InputError(f"saliency_queries must be an integer >= 0 (queries), got {self.saliency_queries!r}")
+        for stream, spec in (("K", self.k), ("V", self.v or self.k)):
+            if getattr(codecs.get(spec).params, "saliency", 0) and not self.saliency_queries:
+                raise InputError(f"the {stream} spec {spec!r} codes by token saliency but the plan computes none: "
+                                 "set saliency_queries (the prefix queries that measure it, e.g. 64)")
         if self.calibrated_codebook:
             if not any(eligible(s) for s in {self.k, self.v or self.k}):
                 raise InputError("calibrated_codebook needs a kakeya K or V spec with a Lloyd-Max quantiser and "
@@ -150,6 +161,8 @@ class KVPlan:
             text += " +layer steps auto"
         elif self.k_step_scale or self.v_step_scale:
             text += " +layer steps"
+        if self.saliency_queries:
+            text += f" +saliency {self.saliency_queries} queries"
         return text
 
     def layer_roles(self, config: Any) -> list[str | None]:
@@ -305,6 +318,10 @@ class ResolvedPlan:
     @property
     def hot_tokens(self) -> int:
         return self.plan.hot_tokens
+
+    @property
+    def saliency_queries(self) -> int:
+        return self.plan.saliency_queries
 
     def layer_roles(self, config: Any) -> list[str | None]:
         return self.plan.layer_roles(config)

@@ -10,7 +10,8 @@ calib split, and a test checks that the recipe's specs are the ones that cell se
 an artifact name), ``qprecond_variant`` (``plain`` | ``rope``), ``qprecond_skip`` (layer list,
 negative = from the end; default ``[0]``), ``calibrated_codebook`` (bool) and ``k_step_scale`` /
 ``v_step_scale`` (one step factor per model layer: rate allocated across layers) or
-``layer_steps: auto`` (those factors from each layer's measured sensitivity, :mod:`.layer_steps`). A recipe whose
+``layer_steps: auto`` (those factors from each layer's measured sensitivity, :mod:`.layer_steps`), and
+``saliency_queries`` (token weights from the prefix's last queries, :mod:`.saliency`). A recipe whose
 ``requires`` names a feature this version lacks is refused with a message saying which, never run
 without it; one that requires ``qprecond`` or ``calibrated_codebook`` must also set that field.
 """
@@ -30,7 +31,7 @@ IMPLEMENTED_FEATURES: frozenset[str] = frozenset({"qprecond", "calibrated_codebo
 KNOWN_FEATURES = frozenset({"qprecond", "calibrated_codebook", "besicovitch"})
 _FIELDS = {"name", "family", "description", "k", "v", "boundary", "boundary_k", "boundary_v", "protect_tokens",
            "requires", "source", "transfer_notes", "qprecond", "qprecond_variant", "qprecond_skip",
-           "calibrated_codebook", "tuning", "k_step_scale", "v_step_scale", "layer_steps"}
+           "calibrated_codebook", "tuning", "k_step_scale", "v_step_scale", "layer_steps", "saliency_queries"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Recipe:
     k_step_scale: tuple[float, ...] | None = None
     v_step_scale: tuple[float, ...] | None = None
     layer_steps: str | None = None
+    saliency_queries: int = 0
 
     @property
     def missing(self) -> list[str]:
@@ -75,7 +77,8 @@ class Recipe:
                       boundary_v=self.boundary_v, protect_tokens=self.protect_tokens, name=self.name,
                       qprecond=self.qprecond, qprecond_variant=self.qprecond_variant,
                       qprecond_skip=self.qprecond_skip, calibrated_codebook=self.calibrated_codebook,
-                      k_step_scale=self.k_step_scale, v_step_scale=self.v_step_scale, layer_steps=self.layer_steps)
+                      k_step_scale=self.k_step_scale, v_step_scale=self.v_step_scale, layer_steps=self.layer_steps,
+                      saliency_queries=self.saliency_queries)
 
 
 def names() -> list[str]:
@@ -113,6 +116,9 @@ def _parse(data: Any, where: str) -> Recipe:
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)):
             raise InputError(f"{where}: {key} must be a list of numbers (one factor per layer), got {value!r}")
         scales[key] = None if value is None else tuple(float(x) for x in value)
+    saliency_queries = data.get("saliency_queries", 0)
+    if not isinstance(saliency_queries, int) or isinstance(saliency_queries, bool) or saliency_queries < 0:
+        raise InputError(f"{where}: saliency_queries must be an integer >= 0, got {saliency_queries!r}")
     qprecond = data.get("qprecond")
     if qprecond is not None and (not isinstance(qprecond, str) or not qprecond):
         raise InputError(f"{where}: qprecond must be 'calib' or an artifact name, got {qprecond!r}")
@@ -123,6 +129,7 @@ def _parse(data: Any, where: str) -> Recipe:
         source=str(data.get("source", "")), transfer_notes=str(data.get("transfer_notes", "")).strip(),
         qprecond=qprecond, qprecond_variant=str(data.get("qprecond_variant", "plain")), qprecond_skip=tuple(skip),
         calibrated_codebook=cal, tuning=tuning, **scales, layer_steps=data.get("layer_steps"),
+        saliency_queries=saliency_queries,
     )
 
 
