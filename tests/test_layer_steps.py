@@ -69,6 +69,9 @@ def test_the_harness_allocates_steps_on_calib_passages_and_caches_the_measuremen
     assert again.codec_plan.k_step_scale == tuple(info["k_step_scale"])  # read back from the artifact
     with pytest.raises(InputError, match="corpus= and tokenizer="):
         resolve_for_model(plan, model, ctx=CTX)
+    other = KVPlan(SPEC_K.replace("bits=5", "bits=4"), SPEC_V, protect_tokens=1, layer_steps="auto")
+    measured = resolve_for_model(other, model, corpus=tiny_corpus, tokenizer=tok, ctx=CTX, n_passages=2)
+    assert measured.info["layer_steps"]["artifact"] != info["artifact"]  # another probe codec, another measurement
 
 
 def _codecs(res):

@@ -90,6 +90,10 @@ def test_plans_ask_for_saliency_where_a_codec_uses_it():
     assert plan.label.endswith("+saliency 64 queries")
     with pytest.raises(InputError, match="streaming cache does not"):
         CompressedCache(tiny_config("llama"), plan.k, plan=plan)
+    from kakeya_lib.llm import layer_steps
+
+    probes = layer_steps.probe_plans(plan, [0, 1])  # probes measure with the same token weights
+    assert {p.saliency_queries for _, _, p in probes} == {64}
 
 
 def test_the_harness_weights_rows_by_saliency(tiny_corpus, calib_dir):

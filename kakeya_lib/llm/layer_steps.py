@@ -65,6 +65,7 @@ def probe_plans(codec_plan: KVPlan, main_layers: Sequence[int]) -> list[tuple[st
             k, v = (probe, "identity") if stream == "k" else ("identity", probe)
             out.append((stream, layer, KVPlan(k, v, protect_tokens=codec_plan.protect_tokens,
                                               hot_tokens=codec_plan.hot_tokens, layers=(layer,),
+                                              saliency_queries=codec_plan.saliency_queries,
                                               name=f"probe {stream.upper()} L{layer}")))
     return out
 
@@ -104,8 +105,9 @@ def resolve(resolved: ResolvedPlan, model: Any, *, corpus: Any, tokenizer: Any, 
     passages = cal.calib_passages(corp, tokenizer, ctx, n_passages, seed, bos)
     ids = [list(p.input_ids) for p in passages]
     probes = probe_plans(codec_plan, main)
-    key = repr((cal.model_fingerprint(model), cal.passages_fingerprint(ids), [p.label for _, _, p in probes],
-                scored))
+    # the probes' codecs and exact tokens, not just their names: another spec is another measurement
+    key = repr((cal.model_fingerprint(model), cal.passages_fingerprint(ids),
+                [(p.label, p.k, p.v, p.protect_tokens, p.hot_tokens, p.saliency_queries) for _, _, p in probes], scored))
     name = (f"steps-{model_name or cal.model_label(model)}-{corp.name}-ctx{ctx}-n{n_passages}-s{seed}-"
             f"{hashlib.sha256(key.encode()).hexdigest()[:10]}")
     path = cal.calib_dir() / f"{name}.json"
