@@ -10,8 +10,9 @@ import torch
 from kakeya_lib.errors import InputError
 from kakeya_lib.llm import saliency
 from kakeya_lib.llm.cache import CompressedCache
-from kakeya_lib.llm.evaluate import evaluate_many
-from kakeya_lib.llm.models import tiny_config, tiny_model
+from kakeya_lib.layout import tensor_to_rows
+from kakeya_lib.llm.evaluate import evaluate_many, resolve_for_model
+from kakeya_lib.llm.models import tiny_model
 from kakeya_lib.llm.plan import KVPlan
 from kakeya_lib.llm.prerope import make_cache, patch_model, rope_kinds
 from tests.conftest import TinyTokenizer
@@ -88,8 +89,6 @@ def test_plans_ask_for_saliency_where_a_codec_uses_it():
         KVPlan(SPEC, saliency_queries=-1)
     plan = KVPlan(SPEC + ",saliency=0.25", saliency_queries=64)
     assert plan.label.endswith("+saliency 64 queries")
-    with pytest.raises(InputError, match="streaming cache does not"):
-        CompressedCache(tiny_config("llama"), plan.k, plan=plan)
     from kakeya_lib.llm import layer_steps
 
     probes = layer_steps.probe_plans(plan, [0, 1])  # probes measure with the same token weights
@@ -106,6 +105,41 @@ def test_the_harness_weights_rows_by_saliency(tiny_corpus, calib_dir):
     assert rows[1]["saliency_queries"] == 8 and "saliency_queries" not in rows[0]
     assert rows[0]["bytes_compressed"] != rows[1]["bytes_compressed"]  # the weights reached the codec
     assert all(np.isfinite(r["kl_mean"]) for r in rows)
-    with pytest.raises(InputError, match="roundtrip mode"):
-        evaluate_many(model, EVAL, CTX, [salient], progress=False, mode="cache", corpus=tiny_corpus, tokenizer=tok,
-                      calib_passages=2)
+
+
+def test_the_streaming_cache_codes_a_prefill_with_the_roundtrip_weights(tiny_corpus, calib_dir, tmp_path):
+    model = tiny_model("llama")
+    tok = TinyTokenizer()
+    plan = resolve_for_model(KVPlan(SPEC + ",saliency=0.5", protect_tokens=1, saliency_queries=8), model,
+                             corpus=tiny_corpus, tokenizer=tok, ctx=CTX, n_passages=2)
+    prompt = torch.tensor([EVAL[0][:CTX]])
+    with torch.no_grad():
+        cache = CompressedCache.for_prompt(model.config, plan, CTX, hot_tokens=4)
+        if not getattr(model.model.layers[0].self_attn, "_kakeya_prerope", False):  # (calibration patched it)
+            patch_model(model)
+        model(prompt, cache=cache)
+        ref = make_cache(model)
+        ref.captured_queries = {}
+        model(prompt, cache=ref)
+    weights = saliency.layer_weights(model, ref, 8, rope_kinds(model))
+    heads = model.config.num_key_value_heads
+    for i, (layer, pair) in enumerate(zip(cache.layers, plan.layer_codecs(model.config))):
+        (k_blob,), (v_blob,) = layer.k_blobs, layer.v_blobs
+        w = weights[i][1 * heads : (CTX - 4) * heads]  # the block: after the sink, before the hot window
+        stored = lambda t: tensor_to_rows(t[:, :, 1 : CTX - 4].to(torch.bfloat16))  # noqa: E731  (the cache's dtype)
+        assert k_blob == pair[0].encode(stored(ref.layers[i].keys), w)
+        assert v_blob == pair[1].encode(stored(ref.layers[i].values), w)
+    path = tmp_path / "salient.kvz"  # a stored prompt keeps its plan (saliency_queries included)
+    cache.save(path, model="tiny", token_ids=EVAL[0][:CTX])
+    loaded = CompressedCache.load(path, model)
+    assert loaded.cache.plan.saliency_queries == 8 and loaded.cache.layers[0].k_blobs == cache.layers[0].k_blobs
+    # generated tokens have no measured weight: a block of them is coded at the base step
+    gen = CompressedCache.from_plan(model.config, plan, block_tokens=8, hot_tokens=2)
+    with torch.no_grad():
+        out = model(prompt[:, :20], cache=gen)
+        for t in range(12):
+            out = model(out.logits[:, -1:].argmax(-1), cache=gen)
+    layer = gen.layers[0]
+    assert len(layer.k_blobs) == (20 + 12 - 1 - 2) // 8 and np.isnan(layer.weights).all()
+    block = np.array([[1.0, np.nan], [4.0, np.nan]])
+    np.testing.assert_allclose(layer._block_weights(block), [1.0, 4.0, 2.0, 2.0])

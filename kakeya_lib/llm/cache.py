@@ -42,10 +42,12 @@ from typing import Any, Sequence
 import torch
 from transformers.cache_utils import DynamicLayer
 
+import numpy as np
+
 from .. import codecs
 from ..errors import CorruptBlobError, InputError
 from ..layout import rows_to_tensor, tensor_to_rows
-from . import cache_file
+from . import cache_file, saliency
 from .plan import KVPlan, ResolvedPlan, resolve_plan
 from .prerope import PreRopeCache, rope_tables_for
 from .whitening import apply_transform
@@ -62,8 +64,15 @@ class CompressedLayer(DynamicLayer):
 
     def __init__(self, k_codec: codecs.Codec, v_codec: codecs.Codec, block_tokens: int, hot_tokens: int,
                  protect_tokens: int = 0, k_factors: tuple[Any, Any] | None = None,
-                 keep_decoded: int | None = 0) -> None:
+                 keep_decoded: int | None = 0, weighted: bool = False) -> None:
         super().__init__()
+        # Token weights (saliency) of the hot tokens, [H, n] float64, when the codecs take them:
+        # measured for a prefill's tokens (set in ``pending_weights`` before its update), NaN for
+        # tokens that arrive later; a block's NaN weights become its measured tokens' geometric
+        # mean (the base step), or 1 when it has none.
+        self.weighted = weighted
+        self.weights: np.ndarray | None = None
+        self.pending_weights: np.ndarray | None = None  # [T·H] rows of the next update's tokens
         if keep_decoded is not None and keep_decoded < 0:
             raise InputError(f"keep_decoded must be >= 0 or None (all), got {keep_decoded}")
         # The first ``keep_decoded`` blocks stay decoded (model dtype) after their first read;
@@ -123,6 +132,16 @@ class CompressedLayer(DynamicLayer):
         full_v = torch.cat([old_v, self.values.to(value_states.dtype), value_states], dim=-2)
         self.keys = torch.cat([self.keys, key_states.to(STORE_DTYPE)], dim=-2)
         self.values = torch.cat([self.values, value_states.to(STORE_DTYPE)], dim=-2)
+        if self.weighted:
+            heads, n_new = key_states.shape[1], key_states.shape[2]
+            new = np.full((heads, n_new), np.nan)
+            if self.pending_weights is not None:
+                if self.pending_weights.size != heads * n_new:
+                    raise InputError(f"token weights for {self.pending_weights.size} rows, the update brings "
+                                     f"{heads * n_new}")
+                new = self.pending_weights.reshape(n_new, heads).T
+            self.weights = new if self.weights is None else np.concatenate([self.weights, new], axis=1)
+            self.pending_weights = None
         self._flush()
         return full_k, full_v
 
@@ -141,17 +160,31 @@ class CompressedLayer(DynamicLayer):
                 self.sink_v = head_v.clone() if self.sink_v is None else torch.cat([self.sink_v, head_v], dim=-2)
                 self.keys = self.keys[..., take:, :].contiguous()
                 self.values = self.values[..., take:, :].contiguous()
+                if self.weights is not None:
+                    self.weights = self.weights[:, take:]
                 self.protected += take
         while self.keys.shape[-2] - self.hot_tokens >= self.block_tokens:
             n = self.block_tokens
             k_rows = tensor_to_rows(self.keys[..., :n, :])
             if self.k_factors is not None:
                 k_rows = apply_transform(k_rows, self.k_factors[0])
-            self.k_blobs.append(self.k_codec.encode(k_rows))
-            self.v_blobs.append(self.v_codec.encode(tensor_to_rows(self.values[..., :n, :])))
+            weights = None
+            if self.weights is not None:
+                weights = self._block_weights(self.weights[:, :n])
+                self.weights = self.weights[:, n:]
+            self.k_blobs.append(self.k_codec.encode(k_rows, weights))
+            self.v_blobs.append(self.v_codec.encode(tensor_to_rows(self.values[..., :n, :]), weights))
             self.keys = self.keys[..., n:, :].contiguous()
             self.values = self.values[..., n:, :].contiguous()
             self.compressed_tokens += n
+
+    @staticmethod
+    def _block_weights(w: np.ndarray) -> np.ndarray:
+        """Row weights [n·H] (token-major) of a block's tokens [H, n]; unmeasured ones get the
+        geometric mean of the measured ones (1 when none is)."""
+        measured = np.isfinite(w) & (w > 0)
+        fill = float(np.exp(np.log(w[measured]).mean())) if measured.any() else 1.0
+        return np.where(np.isfinite(w), w, fill).T.reshape(-1)
 
     def get_seq_length(self) -> int:
         if not self.is_initialized:
@@ -322,10 +355,6 @@ class CompressedCache(PreRopeCache):
         if plan is None:
             plan = KVPlan(k_codec, v_codec, boundary=boundary, protect_tokens=protect_tokens,
                           layers=None if layers is None else tuple(layers))
-        if plan.saliency_queries:
-            raise InputError(f"plan {plan.label!r} codes by token saliency, which the streaming cache does not "
-                             "compute yet (blocks are coded as they fill, before the queries that weigh them); "
-                             "it is measured in the roundtrip protocol")
         plan = resolve_plan(plan, config=config)
         self.plan = plan
         self.config = config  # what a saved file is checked against
@@ -335,7 +364,25 @@ class CompressedCache(PreRopeCache):
         for i, pair in enumerate(per_layer):
             if pair is not None:
                 self.layers[i] = CompressedLayer(pair[0], pair[1], block_tokens, hot_tokens, plan.protect_tokens,
-                                                 k_factors=factors[i], keep_decoded=keep_decoded)
+                                                 k_factors=factors[i], keep_decoded=keep_decoded,
+                                                 weighted=bool(plan.saliency_queries))
+
+    def observe_chunk(self, layer_idx: int, queries: torch.Tensor, keys: torch.Tensor, cos: torch.Tensor,
+                      sin: torch.Tensor, attn: Any) -> None:
+        """Called by the patched attention before each update: for a plan with
+        ``saliency_queries``, a prefill's token weights (:mod:`.saliency`, from its last queries,
+        exactly as the roundtrip protocol computes them) for the layer to code its blocks with.
+
+        queries, keys : the chunk's pre-RoPE queries [1, Hq, T, D] and keys [1, Hkv, T, D];
+        cos, sin : its RoPE tables; attn : the attention module (scaling, sliding window).
+        Chunks after the first (generated tokens) are not weighed here (see :class:`CompressedLayer`).
+        """
+        m = self.plan.saliency_queries
+        layer = self.layers[layer_idx]
+        if m and isinstance(layer, CompressedLayer) and layer.get_seq_length() == 0:
+            t = keys.shape[2]
+            layer.pending_weights = saliency.token_weights(queries, keys, cos, sin, attn.scaling, min(m, t),
+                                                           getattr(attn, "sliding_window", None))
 
     @classmethod
     def from_plan(cls, config: Any, plan: KVPlan | ResolvedPlan, block_tokens: int = 512,

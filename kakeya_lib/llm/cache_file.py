@@ -53,7 +53,8 @@ _PREFIX = struct.Struct("<4sHHII")  # magic, version, reserved, header length, h
 _DTYPES = {"bfloat16": (torch.bfloat16, np.dtype("<i2")), "float32": (torch.float32, np.dtype("<f4")),
            "float16": (torch.float16, np.dtype("<f2"))}
 _PLAN_FIELDS = ("k", "v", "boundary", "boundary_k", "boundary_v", "protect_tokens", "hot_tokens", "layers",
-                "qprecond", "qprecond_variant", "qprecond_skip", "k_step_scale", "v_step_scale")
+                "qprecond", "qprecond_variant", "qprecond_skip", "k_step_scale", "v_step_scale", "saliency_queries")
+_PLAN_DEFAULTS = {"saliency_queries": 0}  # fields files written before them lack
 
 
 # ---- writing: sections, the model's shape, the plan ----------------------------------------
@@ -140,6 +141,7 @@ def plan_from_header(header: dict[str, Any], where: str) -> KVPlan:
     """The stored plan (resolved specs, Σ_q artifact by name) as a :class:`KVPlan`."""
     p = header["plan"]
     try:
+        p = {**_PLAN_DEFAULTS, **p}
         return KVPlan(**{f: (tuple(p[f]) if isinstance(p[f], list) else p[f]) for f in _PLAN_FIELDS})
     except (KeyError, TypeError) as exc:
         raise CorruptBlobError(f"{where}: bad plan in the header ({exc})") from None

@@ -328,9 +328,6 @@ def evaluate_many(
 
     n_layers = model.config.num_hidden_layers
     saliency_m = sorted({p.saliency_queries for p in plans if p.saliency_queries})
-    if saliency_m and mode != "roundtrip":
-        raise InputError("plans with saliency_queries are measured in roundtrip mode: the streaming cache does not "
-                         "compute token saliency")
     saliency_layers = [i for i in range(n_layers) if any(codecs_j[i] is not None for codecs_j in per_layer)]
     kinds = rope_kinds(model)
     tallies = [[LayerTally(compressed=codecs_i[i] is not None, whitened=factors[j][i] is not None) for i in range(n_layers)]
@@ -347,10 +344,11 @@ def evaluate_many(
         prefix, cont = ids[:, :ctx_len], ids[:, ctx_len:]
         with torch.no_grad():
             cache_ref = make_cache(model)
-            if saliency_m:
+            if saliency_m and mode == "roundtrip":  # (a streamed cache weighs its prefill itself)
                 cache_ref.captured_queries = {}
             model(prefix, cache=cache_ref)
-            weights_by_m = {m: saliency.layer_weights(model, cache_ref, m, kinds, saliency_layers) for m in saliency_m}
+            weights_by_m = {m: saliency.layer_weights(model, cache_ref, m, kinds, saliency_layers)
+                            for m in saliency_m if mode == "roundtrip"}
             cache_ref.captured_queries = None  # the copies below need not carry the queries
             codec_logits = []
             for j, plan in enumerate(plans):

@@ -120,6 +120,9 @@ def _make_forward(family: str, kind: str, records_rope: bool):
                 cos_all, sin_all = cache.rope_tables[kind]
             if cache.captured_queries is not None:
                 cache.captured_queries.setdefault(self.layer_idx, []).append(q_pre.detach().clone())
+            observe = getattr(cache, "observe_chunk", None)
+            if observe is not None:  # a cache that weighs tokens by the attention they get, before coding them
+                observe(self.layer_idx, q_pre, k, cos, sin, self)
             k_all, v_all = cache.update(k, v, self.layer_idx, kwargs=kwargs)
             q_len, kv_len, seen = q.shape[2], k_all.shape[2], cos_all.shape[1]
             if kv_len > seen or not torch.equal(cos_all[:, seen - q_len :], cos):
