@@ -337,8 +337,8 @@ class E2EReport:
         if ours:
             values["OursKlTenRatio"] = report.latex_escape(ours[0]["kl<=0.01"])
             values["OursPplOneRatio"] = report.latex_escape(ours[0]["dppl<=1"])
-        # our two recipe families at KL <= 0.01 on the main setting ("--" when a series is absent)
-        for name in ("ours", "ours-klt"):
+        # our recipe families at KL <= 0.01 on the main setting ("--" when a series is absent)
+        for name in ("ours", "ours-klt", "ours-klt-alloc", "ours-klt-sal"):
             row = next((r for r in main if r["series"] == name), None)
             values[f"Series {name} kl ten"] = report.latex_escape(row["kl<=0.01"]) if row else "--"
         peers = [r for r in main if not r["series"].startswith("ours") and r["kl<=0.01 ratio"] is not None]
