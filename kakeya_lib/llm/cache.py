@@ -31,6 +31,11 @@ generation from the loaded cache equals generation from the saved one, token for
 With query preconditioning (a :class:`~.plan.ResolvedPlan` whose Σ_q calibration covers a layer),
 that layer's key blocks are whitened (``K L``) before they are encoded and unwhitened
 (``· L⁻¹``) when decoded; values, protected tokens and the hot window are never transformed.
+With token saliency (a plan's ``saliency_queries``), a prefill's tokens are weighed by the
+attention its last queries give them before their blocks are coded (:meth:`CompressedCache.observe_chunk`).
+
+One concept: the compressed KV cache as ``transformers`` drives it (its layers, their blocks and
+exact tokens, what they hold in bytes, and the same cache written to and read from a file).
 """
 
 from __future__ import annotations
