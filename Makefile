@@ -134,7 +134,7 @@ demo: setup
 # (file size, time to first token from the file, generation speed and memory per decoded-block budget).
 BENCH_CAPTURED := .cache/bench/smollm2-135m_sotu_kv.npz
 bench: setup
-	$(VENV)/bin/kakeya bench --device cpu --forward --forward-recipes ours-klt ours-klt-alloc --json data/results/bench/codec_cpu_kv_like.json
+	$(VENV)/bin/kakeya bench --device cpu --forward --forward-recipes ours-klt ours-klt-alloc ours-klt-sal --json data/results/bench/codec_cpu_kv_like.json
 	$(VENV)/bin/kakeya bench --device cpu --data gaussian --rows 4096 --json data/results/bench/codec_cpu_gaussian.json
 	test -f $(BENCH_CAPTURED) || $(PY) benchmarks/capture_kv.py --out $(BENCH_CAPTURED)
 	$(VENV)/bin/kakeya bench --device cpu --data captured $(BENCH_CAPTURED) --rows 4096 16384 65536 \

@@ -246,6 +246,23 @@ def test_forward_overhead_of_a_whole_cache_plan_uses_each_layers_codecs():
     one_layer = benchmark.forward_overhead(tiny_model("llama"), tokens, [spec], repeat=1)["results"][0]  # (capture patched the first)
     bf16_layer0 = 2 * 2 * 24 * 2 * 16  # K and V of layer 0 at 2 bytes
     assert bf16_layer0 < row["bytes"] < one_layer["bytes"] + bf16_layer0
+    # a plan with token saliency hands its codecs the last queries' attention on each row
+    from kakeya_lib.codecs.base import Codec
+
+    seen = []
+    encode = Codec.encode
+
+    def spy(self, x, weights=None):
+        seen.append(None if weights is None else np.asarray(weights).copy())
+        return encode(self, x, weights)
+
+    weighted = resolve_plan(KVPlan(spec, layers=(1,), saliency_queries=4), config=model.config)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Codec, "encode", spy)
+        (wrow,) = benchmark.forward_overhead(tiny_model("llama"), tokens, [], repeat=1,
+                                             plans=[("weighted", weighted)])["results"]
+    assert wrow["encode_s"] > 0 and seen and all(w is not None and w.shape == (24 * 2,) for w in seen)
+    assert np.ptp(seen[0]) > 0 and np.array_equal(seen[0], seen[1])  # per token and head; K and V alike
 
 
 # Single-block variants: a per-block loop is allowed, a per-vector one is not.

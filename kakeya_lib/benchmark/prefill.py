@@ -15,6 +15,27 @@ from .measure import median, validate
 PREFILL_OVERHEAD_TARGET_PCT = 25.0  # coding a prefill's cache adds at most this much (stretch: 10 %)
 
 
+def _saliency_weights(model: Any, tensors: dict[str, Any], n_queries: int, layers: Sequence[int]
+                      ) -> tuple[list[Any], float]:
+    """Token weights of a plan with ``saliency_queries`` for every captured K and V array (the
+    layer's weights for both streams, None where the layer is not coded) and the seconds taken."""
+    from ..llm import saliency  # noqa: PLC0415  (torch only for this measurement)
+    from ..llm.prerope import rope_kinds, rope_tables_for  # noqa: PLC0415
+
+    n_layers = len({k.split(".")[0] for k in tensors})
+    t0 = time.perf_counter()
+    tables = rope_tables_for(model, int(tensors["layer0.k"].shape[1]))
+    kinds = rope_kinds(model)
+    per_layer: list[Any] = [None] * n_layers
+    for i in layers:
+        attn = model.model.layers[i].self_attn
+        q, k = tensors[f"layer{i}.q"][None], tensors[f"layer{i}.k"][None]
+        cos, sin = tables[kinds[i]]
+        per_layer[i] = saliency.token_weights(q, k, cos, sin, attn.scaling, min(n_queries, k.shape[2]),
+                                              getattr(attn, "sliding_window", None))
+    return [per_layer[i] for i in range(n_layers) for _ in (0, 1)], time.perf_counter() - t0
+
+
 # -- the model forward pass --------------------------------------------------------------------
 def forward_overhead(model: Any, input_ids: Sequence[int], specs: Sequence[str], repeat: int = 3,
                      log: Callable[[str], None] | None = None,
@@ -31,7 +52,9 @@ def forward_overhead(model: Any, input_ids: Sequence[int], specs: Sequence[str],
     ``plans`` adds whole-cache recipes as ``(label, resolved plan)``: each layer's K and V arrays go
     through that layer's codecs (calibrated codecs such as ``klt`` are per layer and stream), layers
     the plan leaves uncompressed cost nothing (billed at bf16), and the row's ``codec`` is the
-    label; its exact tokens are coded too (this measures speed, not the plan's ratio).
+    label; its exact tokens are coded too (this measures speed, not the plan's ratio). A plan with
+    ``saliency_queries`` also pays for its token weights (the last queries' attention on every
+    token, :mod:`kakeya_lib.llm.saliency`): their time is added to its encode time.
     """
     import torch  # noqa: PLC0415
 
@@ -64,24 +87,29 @@ def forward_overhead(model: Any, input_ids: Sequence[int], specs: Sequence[str],
     for spec in specs:
         codec = codecs.get(codecs.for_heads(spec, n_kv))
         jobs.append((codec.spec, [codec] * len(arrays)))
+    weights: dict[str, tuple[list[Any], float]] = {}  # label -> (row weights per array, seconds to compute them)
     for label, plan in plans:
         per_layer = plan.layer_codecs(model.config)
         jobs.append((label, [None if per_layer[i] is None else per_layer[i][j] for i in range(n_layers) for j in (0, 1)]))
+        if getattr(plan, "saliency_queries", 0):
+            weights[label] = _saliency_weights(model, tensors, plan.saliency_queries,
+                                               [i for i in range(n_layers) if per_layer[i] is not None])
     with device_env(np):
         for label, per_array in jobs:
+            row_weights, weights_s = weights.get(label, ([None] * len(arrays), 0.0))
             first = next((i for i, c in enumerate(per_array) if c is not None), None)
             if first is not None:
-                per_array[first].decode(per_array[first].encode(arrays[first]), device="cpu")  # warm-up
+                per_array[first].decode(per_array[first].encode(arrays[first], row_weights[first]), device="cpu")
             enc_runs, dec_runs, nbytes = [], [], 0
             for _ in range(repeat):
-                enc = dec = 0.0
+                enc, dec = weights_s, 0.0
                 nbytes = 0
-                for a, codec in zip(arrays, per_array):
+                for a, codec, w in zip(arrays, per_array, row_weights):
                     if codec is None:  # kept uncompressed: bf16, no codec work
                         nbytes += 2 * a.size
                         continue
                     t0 = time.perf_counter()
-                    blob = codec.encode(a)
+                    blob = codec.encode(a, w)
                     t1 = time.perf_counter()
                     codec.decode(blob, device="cpu")
                     dec += time.perf_counter() - t1
