@@ -225,14 +225,15 @@ class E2EReport:
                               "bootstrap CI; positive: the part is worth that much KL at equal bytes.")
         return gain
 
-    def write_levers(self, recipe: str = "ours-klt", series: str = "ours-klt", table: str = "klt-levers"
-                     ) -> list[dict[str, Any]]:
-        """The calibrated transform coder's levers: each part removed or changed, at matched rate."""
+    def write_levers(self, recipe: str = "ours-klt", series: str = "ours-klt", table: str = "klt-levers",
+                     out: str = "levers") -> list[dict[str, Any]]:
+        """A recipe's levers: each part removed or changed, at matched rate (the cell ``table`` of the
+        head-to-head analysis; written as the table ``out``)."""
         rows = self._parts_rows(recipe, peer_series=(), table=table, ours_series=series)
         with_levers = {(r["model"], r["corpus"]) for r in rows if r["side"] != "ours"}
         rows = [r for r in rows if (r["model"], r["corpus"]) in with_levers]  # settings that have the cell
         if rows:
-            self._parts_table("levers", rows,
+            self._parts_table(out, rows,
                               f"{recipe}'s parts, each removed or changed (every other part as tuned), per setting. "
                               f"Last column: the row's KL minus the {series} series' KL read at the row's own ratio "
                               "(paired bootstrap CI; positive: the recipe's choice is worth that much KL at equal "
