@@ -301,29 +301,22 @@ def bench_page(bench_dir: str | Path) -> str:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no benchmark figures (run `make bench`)")
         out.append(bench_file_markdown(path).replace(f"### `{path}`", f"### `{name}`", 1))
-    out += ["## Prompt caches on disk", ""]
-    path = bench_dir / "prompt_cache.json"
-    if path.is_file():
-        doc = json.loads(path.read_text())
-        prov = doc["provenance"]
-        out += [f"{prov.get('model')} on {prov.get('corpus')}, recipe `{prov.get('recipe')}`, "
-                f"{prov.get('new_tokens')} new tokens, median of {prov.get('repeat')}; {_provenance_line(prov)}; "
-                f"command: `{prov.get('command')}`.", "", prompt_cache_markdown(doc["results"])]
-    else:
-        out += ["Not measured on this tree yet: `.venv/bin/python benchmarks/prompt_cache.py` writes "
-                "`data/results/bench/prompt_cache.json`.", ""]
-    out += ["## Resident cache bytes", ""]
-    path = bench_dir / "cache_memory.json"
-    if path.is_file():
-        doc = json.loads(path.read_text())
-        prov = doc["provenance"]
-        out += [f"{prov.get('model')}, {prov.get('tokens')} tokens; {_provenance_line(prov)}; "
-                f"command: `{prov.get('command')}`.", "",
-                "| cache | codec | bytes | ratio vs bf16 | prefill s |", "|---|---|---:|---:|---:|"]
-        for r in doc["results"]:
-            out.append(f"| {r['cache']} | {'-' if r.get('codec') is None else '`' + r['codec'] + '`'} | "
-                       f"{r['bytes']:,} | {r['ratio_vs_bf16']:.2f}x | {r['prefill_s']:.2f} |")
-    else:
-        out += ["Not measured on this tree yet: `.venv/bin/python benchmarks/cache_memory.py` writes "
-                "`data/results/bench/cache_memory.json`.", ""]
+    out += ["## Prompt caches on disk", ""] + _measured(bench_dir / "prompt_cache.json", "prompt_cache.py", lambda doc, prov: [
+        f"{prov.get('model')} on {prov.get('corpus')}, recipe `{prov.get('recipe')}`, {prov.get('new_tokens')} new "
+        f"tokens, median of {prov.get('repeat')}; {_provenance_line(prov)}; command: `{prov.get('command')}`.", "",
+        prompt_cache_markdown(doc["results"])])
+    out += ["## Resident cache bytes", ""] + _measured(bench_dir / "cache_memory.json", "cache_memory.py", lambda doc, prov: [
+        f"{prov.get('model')}, {prov.get('tokens')} tokens; {_provenance_line(prov)}; command: `{prov.get('command')}`.",
+        "", "| cache | codec | bytes | ratio vs bf16 | prefill s |", "|---|---|---:|---:|---:|"] + [
+        f"| {r['cache']} | {'-' if r.get('codec') is None else '`' + r['codec'] + '`'} | {r['bytes']:,} | "
+        f"{r['ratio_vs_bf16']:.2f}x | {r['prefill_s']:.2f} |" for r in doc["results"]])
     return "\n".join(out) + "\n"
+
+
+def _measured(path: Path, script: str, lines: Any) -> list[str]:
+    """``lines(doc, provenance)`` of a bench file, or a line naming the script that writes it."""
+    if not path.is_file():
+        return [f"Not measured on this tree yet: `.venv/bin/python benchmarks/{script}` writes "
+                f"`data/results/bench/{path.name}`.", ""]
+    doc = json.loads(path.read_text())
+    return lines(doc, doc["provenance"])
