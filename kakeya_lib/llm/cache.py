@@ -80,10 +80,13 @@ class CompressedLayer(DynamicLayer):
         self.pending_weights: np.ndarray | None = None  # [T·H] rows of the next update's tokens
         if keep_decoded is not None and keep_decoded < 0:
             raise InputError(f"keep_decoded must be >= 0 or None (all), got {keep_decoded}")
-        # The first ``keep_decoded`` blocks stay decoded (model dtype) after their first read;
-        # the others are decoded on every read. None keeps every block: each is decoded once.
+        # The first ``keep_decoded`` blocks stay decoded (model dtype) after their first read, as
+        # one tensor per stream that grows by a block at a time (a read then costs one
+        # concatenation, as a float cache's does); the others are decoded on every read. None
+        # keeps every block: each is decoded once.
         self.keep_decoded = keep_decoded
-        self._kept: dict[str, list[torch.Tensor]] = {"k": [], "v": []}
+        self._kept: dict[str, torch.Tensor | None] = {"k": None, "v": None}
+        self._n_kept: dict[str, int] = {"k": 0, "v": 0}
         self.k_codec, self.v_codec = k_codec, v_codec
         self.k_factors = k_factors  # (L, L⁻¹) [n_kv, D, D]: keys are coded whitened
         self.block_tokens, self.hot_tokens = block_tokens, hot_tokens
@@ -107,34 +110,44 @@ class CompressedLayer(DynamicLayer):
         With ``unwhiten`` (what attention reads), the first ``keep_decoded`` blocks come from the
         kept floats once decoded; what is returned is the same either way.
         """
+        parts = self._decoded_parts(blobs, codec, like, unwhiten)
+        return torch.cat(parts, dim=-2) if parts else like[..., :0, :]
+
+    def _decoded_parts(self, blobs: list[bytes], codec: codecs.Codec, like: torch.Tensor,
+                       unwhiten: bool = True) -> list[torch.Tensor]:
+        """:meth:`_decoded` before its concatenation: the kept blocks (one tensor), then each other block."""
         heads = like.shape[1]
         back = self.k_factors[1] if unwhiten and blobs is self.k_blobs and self.k_factors is not None else None
 
         def one(blob: bytes) -> torch.Tensor:
             return rows_to_tensor(apply_transform(codec.decode(blob, device="cpu"), back), heads, like)
 
-        kept: list[torch.Tensor] = []
-        if unwhiten and (blobs is self.k_blobs or blobs is self.v_blobs):
-            kept = self._kept["k" if blobs is self.k_blobs else "v"]
-            budget = len(blobs) if self.keep_decoded is None else min(self.keep_decoded, len(blobs))
-            if kept and kept[0].dtype != like.dtype:  # the model's dtype changed: decode afresh
-                kept.clear()
-            while len(kept) < budget:
-                kept.append(one(blobs[len(kept)]))
-        parts = kept + [one(b) for b in blobs[len(kept):]]
-        return torch.cat(parts, dim=-2) if parts else like[..., :0, :]
+        if not (unwhiten and (blobs is self.k_blobs or blobs is self.v_blobs)):
+            return [one(b) for b in blobs]
+        which = "k" if blobs is self.k_blobs else "v"
+        kept, n = self._kept[which], self._n_kept[which]
+        if kept is not None and kept.dtype != like.dtype:  # the model's dtype changed: decode afresh
+            kept, n = None, 0
+        budget = len(blobs) if self.keep_decoded is None else min(self.keep_decoded, len(blobs))
+        if n < budget:
+            kept = torch.cat(([] if kept is None else [kept]) + [one(b) for b in blobs[n:budget]], dim=-2)
+            n = budget
+        self._kept[which], self._n_kept[which] = kept, n
+        return ([] if kept is None else [kept]) + [one(b) for b in blobs[n:]]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
         if key_states.shape[0] != 1:
             raise InputError("CompressedCache supports batch size 1")
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        old_k = self._with_sink(self.sink_k, self._decoded(self.k_blobs, self.k_codec, key_states))
-        old_v = self._with_sink(self.sink_v, self._decoded(self.v_blobs, self.v_codec, value_states))
         # Stored tokens are read back in the model's dtype; this step's tokens attend to their
-        # exact values (not yet rounded to the storage dtype).
-        full_k = torch.cat([old_k, self.keys.to(key_states.dtype), key_states], dim=-2)
-        full_v = torch.cat([old_v, self.values.to(value_states.dtype), value_states], dim=-2)
+        # exact values (not yet rounded to the storage dtype). One concatenation per stream.
+        full_k = torch.cat(self._sink_parts(self.sink_k, key_states)
+                           + self._decoded_parts(self.k_blobs, self.k_codec, key_states)
+                           + [self.keys.to(key_states.dtype), key_states], dim=-2)
+        full_v = torch.cat(self._sink_parts(self.sink_v, value_states)
+                           + self._decoded_parts(self.v_blobs, self.v_codec, value_states)
+                           + [self.values.to(value_states.dtype), value_states], dim=-2)
         self.keys = torch.cat([self.keys, key_states.to(STORE_DTYPE)], dim=-2)
         self.values = torch.cat([self.values, value_states.to(STORE_DTYPE)], dim=-2)
         if self.weighted:
@@ -151,9 +164,9 @@ class CompressedLayer(DynamicLayer):
         return full_k, full_v
 
     @staticmethod
-    def _with_sink(sink: torch.Tensor | None, rest: torch.Tensor) -> torch.Tensor:
-        """The protected tokens (cast to ``rest``'s dtype) followed by ``rest``."""
-        return rest if sink is None else torch.cat([sink.to(rest.dtype), rest], dim=-2)
+    def _sink_parts(sink: torch.Tensor | None, like: torch.Tensor) -> list[torch.Tensor]:
+        """The protected tokens in ``like``'s dtype, as a list to concatenate (empty without any)."""
+        return [] if sink is None else [sink.to(like.dtype)]
 
     def _flush(self) -> None:
         """Set the protected leading tokens aside, then encode every full block older than the hot window."""
@@ -223,7 +236,7 @@ class CompressedLayer(DynamicLayer):
         hot = STORE_BYTES * sum(t.numel() for t in held["hot_bytes"])
         sink = STORE_BYTES * sum(t.numel() for t in held["protected_bytes"])
         return {
-            "decoded_floats": sum(t.numel() * t.element_size() for ts in self._kept.values() for t in ts),
+            "decoded_floats": sum(t.numel() * t.element_size() for t in self._kept.values() if t is not None),
             "protected_bytes": sink,
             "protected_tokens": self.protected,
             "k_bytes": sum(map(len, self.k_blobs)),
