@@ -17,10 +17,17 @@ def test_the_report_writes_its_tables_figures_and_macros(store, tmp_path):
     assert [r["verdict"] for r in paired] == ["ours lower"]
     assert rep.write_gain()
     assert rep.write_seed_tables() == []  # no head-to-head, ablation, depth or long-context cell here
-    for name in ("tuning", "points", "points-all", "frontier-summary", "paired", "gain"):
+    for name in ("tuning", "tuning-all", "points", "points-all", "frontier-summary", "paired", "gain"):
         tex = (tmp_path / "tables" / f"render-e2e-{name}.tex").read_text()
         assert f"\\label{{tab:render-e2e-{name}}}" in tex
         assert (tmp_path / "tables" / f"render-e2e-{name}.md").is_file()
+    # the paper's tuning table keeps the selected points, the book's every point
+    selected, every = ((tmp_path / "tables" / f"render-e2e-{n}.md").read_text() for n in ("tuning", "tuning-all"))
+    assert "| b |" in selected and "| c |" not in selected and "| c |" in every
+    # the stored series name "ours" prints as the recipe it is, the tuned point as "(tuned)"
+    summary = (tmp_path / "tables" / "render-e2e-frontier-summary.md").read_text()
+    assert "| ours-5x |" in summary and "| ours |" not in summary
+    assert "ours-5x (as given)" not in (tmp_path / "tables" / "render-e2e-points.md").read_text()
     assert (tmp_path / "figures" / "render-e2e-frontier.pdf").is_file()
     values = rep.macro_values()  # before write_error_vs_kl: no correlation macros yet
     assert values["HeadlineRatio"] == "5.00" and values["HeadlineKl"] == "0.0060"

@@ -44,7 +44,7 @@ def store_fixture(tmp_path):
     save(store, "e2e/frontier", "ctx64-old", {"steps": [0.5]}, [row("old grid", 5.0, 0.01)])  # the old format
     save(store, "e2e/head_to_head", "gain-x", {"table": "gain"}, [row("ours-5x -sink", 5.1, 0.02, protect=0)])
     save(store, "e2e/tuning", "tune-x", {"split": "calib"},
-         e2e.mark_selected([row("a", 4.0, 0.004), row("b", 5.0, 0.009)], [0.005, 0.01]))
+         e2e.mark_selected([row("a", 4.0, 0.004), row("b", 5.0, 0.009), row("c", 6.0, 0.03)], [0.005, 0.01]))
     return store
 
 
@@ -85,6 +85,17 @@ def test_paired_comparison_picks_the_nearest_ratio_point_and_its_interval(store)
     kivi = got["KIVI +sink"]
     assert kivi["match"] == "interpolated" and kivi["peer_ratio"] == 6.0 and kivi["peer_kl"] == pytest.approx(0.02)
     assert kivi["peer_plan"] == "KIVI +sink bits=3 .. KIVI +sink bits=2" and kivi["kl_diff"] == pytest.approx(-0.005)
+    # a peer whose range (5.2x-5.5x) ours' 6.0x lies beyond, but whose nearest point (5.5x) lies inside
+    # our series' range (5.0x-6.0x): our series is read at 5.5x (halfway in log KL), the peer as measured
+    save(store, "e2e/frontier", "kvtc-x", {"series": "KVTC +sink"},
+         [row("KVTC +sink bits=2", 5.5, 0.012), row("KVTC +sink bits=3", 5.2, 0.008)],
+         [result([0.012] * 3), result([0.008] * 3)])
+    kvtc = {r["series"]: r for r in e2e_tables.paired_at_matched_ratio(store, "smoke", "tiny", "sotu",
+                                                                        "ours coarse")}["KVTC +sink"]
+    halfway = [(a * b) ** 0.5 for a, b in ((0.005, 0.014), (0.006, 0.015), (0.007, 0.016))]
+    assert kvtc["match"] == "ours interpolated" and kvtc["ours_ratio"] == kvtc["peer_ratio"] == 5.5
+    assert kvtc["ours_kl"] == pytest.approx(sum(halfway) / 3)
+    assert kvtc["kl_diff"] == pytest.approx(sum(halfway) / 3 - 0.012) and kvtc["peer_plan"] == "KVTC +sink bits=2"
 
 
 def test_gain_and_tuning_rows(store):
@@ -96,7 +107,7 @@ def test_gain_and_tuning_rows(store):
     ref = [a * (b / a) ** 0.1 for a, b in ((0.005, 0.014), (0.006, 0.015), (0.007, 0.016))]
     assert minus["kl_vs_ours"] == pytest.approx(0.02 - sum(ref) / 3) and minus["kl_vs_ours_lo"] > 0
     tuning = e2e_tables.tuning_rows(store, "smoke")
-    assert [r["selected"] for r in tuning] == ["KL<=0.005", "KL<=0.01"] and tuning[0]["split"] == "calib"
+    assert [r["selected"] for r in tuning] == ["KL<=0.005", "KL<=0.01", ""] and tuning[0]["split"] == "calib"
     assert e2e_tables.exact_tokens_text({"protect_tokens": 4, "hot_tokens": 128}) == "sink 4 + recent 128"
 
 

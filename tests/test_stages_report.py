@@ -27,6 +27,8 @@ def test_the_report_writes_its_tables_figures_and_macros(tmp_path):
     assert list(best.index) == [4, 8] and set(best.columns) == {"exact", "rsvd q=0", "rsvd q=2"}
     for name in ("quantisers", "wht", "outliers"):
         assert f"\\label{{tab:render-stages-{name}}}" in (out / "tables" / f"render-stages-{name}.tex").read_text()
+    outliers = (out / "tables" / "render-stages-outliers.md").read_text()
+    assert "| off |" in outliers and "nan" not in outliers  # no threshold reads "off", not NaN
     for name in ("quantiser-rd", "pca-vs-rsvd"):
         assert (out / "figures" / f"render-stages-{name}.pdf").is_file()
     values = rep.write_macros()

@@ -10,6 +10,8 @@ method writes its files and returns what it wrote, so the notebook stays a list 
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -47,6 +49,23 @@ TARGETS = [f"kl<={t:g}" for t in tables.KL_TARGETS] + [f"dppl<={tables.PPL_TARGE
 def _family_style(name: str) -> str:
     """Marker and line by family: ours, KVTC, the fixed-rate peers."""
     return "o-" if name.startswith("ours") else "s--" if name.startswith("KVTC") else "^:"
+
+
+def display_label(name: str) -> str:
+    """A series or point name as the tables and figures print it.
+
+    The stored names stay as the sweeps wrote them (they key the cells); the reader sees the
+    Hadamard recipe's series ``ours`` as ``ours-5x``, a tuned recipe's own point ``(as given)`` as
+    ``(tuned)``, a saliency exponent suffix ``a0.5`` as ``a=0.5`` and the seed's ``Sigma_q`` stage by
+    the method section's symbol for the query second moment.
+    """
+    name = re.sub(r"(^|\.\. )ours(?= |$)", r"\1ours-5x", name)
+    name = re.sub(r" a(\d+(?:\.\d+)?)(?= |$)", r" a=\1", name)
+    return name.replace(" (as given)", " (tuned)").replace("Sigma_q whitening", "query whitening (M_q)")
+
+
+# How a paired row was matched (e2e_tables.paired_at_matched_ratio's ``match``), as the table says it.
+PAIRED_READ = {"interpolated": "our ratio", "ours interpolated": "peer's ratio", "nearest": "own ratios"}
 
 
 @dataclass
@@ -88,15 +107,21 @@ class E2EReport:
         report.write_table(STEM, name, rows, columns, caption, self.out_dir, size=size)
 
     def write_tuning(self) -> list[dict[str, Any]]:
+        """The tuning runs: every row (``tuning-all``, the book's) and the selected ones (``tuning``)."""
         self.tuning = decorate(tables.tuning_rows(self.store, self.profile))
         if self.tuning:
             t0 = self.tuning[0]
-            self._table("tuning", self.tuning, [report.Column("plan", "configuration", str, "l"),
-                               report.Column("selected", "selected for", str, "l")] + QUALITY,
-                               f"Tuning run: our recipe's grid steps on {t0['n_passages']} passages of the calib split of "
-                               f"{t0['corpus']} ({t0['model']}, ctx {t0['ctx']}), document-disjoint from every evaluation "
-                               "passage. Rule: for each KL target, the largest ratio whose KL on these passages is <= the "
-                               "target.")
+            columns = [report.Column("plan", "configuration", display_label, "l"),
+                       report.Column("selected", "selected for", str, "l")] + QUALITY
+            caption = (f"our recipes' grid steps on {t0['n_passages']} passages of the calib split of {t0['corpus']} "
+                       f"({t0['model']}, ctx {t0['ctx']}), document-disjoint from every evaluation passage. Rule: for "
+                       "each KL target, the largest ratio whose KL on these passages is <= the target. ours-klt-sal "
+                       "rows use the saliency exponent a = 0.25 unless they say a=0.5.")
+            self._table("tuning-all", self.tuning, columns, f"Tuning runs, every point: {caption}", size="\\scriptsize")
+            selected = [r for r in self.tuning if r["selected"]] or self.tuning  # none meets a target: show all
+            self._table("tuning", selected, columns,
+                        f"Tuning runs, the selected points ({len(self.tuning)} points were run; the book lists them "
+                        f"all): {caption}")
         return self.tuning
 
     def write_frontier(self) -> list[dict[str, Any]]:
@@ -115,7 +140,7 @@ class E2EReport:
             for name, pts in series.items():
                 pts = sorted(pts, key=lambda r: r["ratio_vs_bf16"])
                 x = [r["ratio_vs_bf16"] for r in pts]
-                kw = dict(ms=4, lw=1.2 if name.startswith("ours") else 0.9, color=color[name], label=name)
+                kw = dict(ms=4, lw=1.2 if name.startswith("ours") else 0.9, color=color[name], label=display_label(name))
                 axes[0, col].semilogy(x, [r["kl_mean"] for r in pts], _family_style(name), **kw)
                 axes[1, col].plot(x, [r["delta_ppl_pct"] for r in pts], _family_style(name), **kw)
                 all_points += [dict(r, model=m, corpus=c, series=name) for r in pts]
@@ -132,7 +157,7 @@ class E2EReport:
         axes[0, 0].set_ylabel("KL(ref || codec) per token")
         axes[1, 0].set_ylabel("Δppl %")
         handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines() if not h.get_label().startswith("_")}
-        fig.legend([handles[n] for n in names], names, loc="lower center", ncol=min(len(names), 5), fontsize=7,
+        fig.legend([handles[display_label(n)] for n in names], [display_label(n) for n in names], loc="lower center", ncol=min(len(names), 5), fontsize=7,
                    bbox_to_anchor=(0.5, 0.0), frameon=False)
         fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(names) - 1) // 5), 1, 1))
         report.save_figure(fig, STEM, "frontier", self.out_dir)
@@ -140,12 +165,12 @@ class E2EReport:
         decorate(all_points)
         main_points = [r for r in all_points if (r["model"], r["corpus"]) == (self.model, self.corpus)]
         n = main_points[0]["n_passages"]
-        self._table("points", main_points, [report.Column("plan", "codec", str, "l")] + QUALITY,
+        self._table("points", main_points, [report.Column("plan", "codec", display_label, "l")] + QUALITY,
                            f"Every frontier point on {self.model} / {self.corpus} ({n} passages of "
                            f"{main_points[0]['ctx']} tokens, the same for every row): ratios from every stored byte "
                            "(codes, tables, scales, headers, exact tokens at bf16) against bf16.", size="\\scriptsize")
         self._table("points-all", all_points, [report.Column("model", "model", str, "l"),
-                           report.Column("corpus", "corpus", str, "l"), report.Column("plan", "codec", str, "l")] + QUALITY,
+                           report.Column("corpus", "corpus", str, "l"), report.Column("plan", "codec", display_label, "l")] + QUALITY,
                            "Every frontier point of every setting (each setting's rows on its own passages).",
                            size="\\scriptsize")
         return all_points
@@ -153,7 +178,7 @@ class E2EReport:
     def write_frontier_summary(self) -> list[dict[str, Any]]:
         self.summary = tables.frontier_summary(self.store, self.profile)
         self._table("frontier-summary", self.summary, [report.Column("model", "model", str, "l"),
-                           report.Column("corpus", "corpus", str, "l"), report.Column("series", "codec", str, "l"),
+                           report.Column("corpus", "corpus", str, "l"), report.Column("series", "codec", display_label, "l"),
                            report.Column("exact_tokens", "exact tokens", str, "l"),
                            report.Column("model_bytes", "per-model MB",
                                          lambda v: "--" if v is None else f"{v / 1e6:.1f}")] + [
@@ -179,23 +204,24 @@ class E2EReport:
                                                           self.headline_series) if point else []:
                 verdict = ("ours lower" if r["kl_diff_hi"] < 0 else "peer lower" if r["kl_diff_lo"] > 0
                            else "not resolved")
-                self.paired.append(dict(r, model=m, corpus=c, verdict=verdict,
+                self.paired.append(dict(r, model=m, corpus=c, verdict=verdict, read=PAIRED_READ[r["match"]],
                                         diff=with_ci(r["kl_diff"], r["kl_diff_lo"], r["kl_diff_hi"], report.fixed(4))))
         if self.paired:
             self._table("paired", self.paired, [report.Column("model", "model", str, "l"),
                                report.Column("corpus", "corpus", str, "l"),
-                               report.Column("peer_plan", "peer point(s)", str, "l"),
-                               report.Column("match", "read", str, "l"),
+                               report.Column("peer_plan", "peer point(s)", display_label, "l"),
+                               report.Column("read", "matched at", str, "l"),
                                report.Column("ours_ratio", "ours ratio", report.fixed(2)), report.Column("peer_ratio", "peer ratio", report.fixed(2)),
                                report.Column("ours_kl", "ours KL", report.fixed(4)), report.Column("peer_kl", "peer KL", report.fixed(4)),
                                report.Column("diff", "KL ours − peer [95 % CI]", str, "l"),
                                report.Column("verdict", "verdict", str, "l")],
                                f"{self.headline} against every other series at the same ratio, paired over the same "
-                               "passages: 'interpolated' reads the peer at our ratio, each passage's KL interpolated in "
-                               "log between the peer's two points that bracket it; 'nearest' (our ratio outside the "
-                               "peer's range) uses the peer's nearest point at its own ratio. Bootstrap CI of the "
-                               "per-passage KL difference (negative: ours lower); 'not resolved' when the interval "
-                               "contains zero.", size="\\scriptsize")
+                               "passages. 'our ratio': the peer read at our point's ratio, each passage's KL "
+                               "interpolated in log between the peer's two points that bracket it; 'peer's ratio' "
+                               "(our ratio beyond the peer's range): our series read the same way at the ratio of the "
+                               "peer's nearest point; 'own ratios' (neither possible): both points as measured, each at "
+                               "its own ratio. Bootstrap CI of the per-passage KL difference (negative: ours lower); "
+                               "'not resolved' when the interval contains zero.", size="\\scriptsize")
         return self.paired
 
     def _parts_rows(self, recipe: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -208,8 +234,8 @@ class E2EReport:
 
     def _parts_table(self, name: str, rows: list[dict[str, Any]], caption: str) -> None:
         self._table(name, rows, [report.Column("model", "model", str, "l"),
-                           report.Column("corpus", "corpus", str, "l"), report.Column("side", "", str, "l"),
-                           report.Column("plan", "configuration", str, "l")] + QUALITY + [
+                           report.Column("corpus", "corpus", str, "l"), report.Column("side", "row", str, "l"),
+                           report.Column("plan", "configuration", display_label, "l")] + QUALITY + [
                            report.Column("vs_ours", "KL − ours at its ratio [95 % CI]", str, "l")],
                     caption, size="\\scriptsize")
 
@@ -251,11 +277,11 @@ class E2EReport:
         head, ablation, depth = cells["head"], cells["ablation"], cells["depth"]
         where = f"{self.model} on {self.corpus}"
         if head:
-            self._table("head-to-head", decorate(head.rows), [report.Column("plan", "plan", str, "l")] + QUALITY,
+            self._table("head-to-head", decorate(head.rows), [report.Column("plan", "plan", display_label, "l")] + QUALITY,
                                f"The seed's recipes, ours and TurboQuant-4 on the same passages ({where}, "
                                f"{head.cell.params['n_passages']} passages of {head.cell.params['ctx']} tokens).")
         if ablation:
-            self._table("ablation", decorate(ablation.rows), [report.Column("stage", "rung", str, "l")] + QUALITY,
+            self._table("ablation", decorate(ablation.rows), [report.Column("stage", "rung", display_label, "l")] + QUALITY,
                                f"The seed's pipeline built one stage at a time (3 bits per coordinate), then our levers "
                                f"({where}, {ablation.cell.params['n_passages']} passages).")
         if depth:
@@ -266,7 +292,7 @@ class E2EReport:
                        key=lambda r: r.cell.params["ctx"])
         long_rows = decorate([dict(r, ctx=c.cell.params["ctx"]) for c in longs for r in c.rows])
         if long_rows:
-            self._table("long-context", long_rows, [report.Column("plan", "plan", str, "l"),
+            self._table("long-context", long_rows, [report.Column("plan", "plan", display_label, "l"),
                                report.Column("ctx", "context", str)] + QUALITY, f"Longer prefixes ({where}).")
         return [name for name, x in (("head", head), ("ablation", ablation), ("depth", depth), ("long", long_rows)) if x]
 
@@ -310,6 +336,16 @@ class E2EReport:
                 values[f"{key} {t.replace('<=', ' at ')}"] = report.latex_escape(r[t])
         for r in self.paired:
             values[f"{r['model']} {r['corpus']} vs {r['series']} diff"] = f"{r['kl_diff']:.4f}"
+        # each plan of the long-context cells at its longest context ("Long ours-klt-sal ratio", "... ctx")
+        longs = sorted(self.store.cells(self.profile, "e2e/long_context", self.model, self.corpus),
+                       key=lambda c: c.cell.params["ctx"])
+        for c in longs:
+            for r in c.rows:
+                key = f"long {r['plan']}"
+                values[f"{key} ctx"], values[f"{key} passages"] = str(c.cell.params["ctx"]), str(c.cell.params["n_passages"])
+                values[f"{key} ratio"], values[f"{key} kl"] = f"{r['ratio_vs_bf16']:.2f}", f"{r['kl_mean']:.4f}"
+                if r.get("kl_ci_lo") is not None:
+                    values[f"{key} kl ci"] = f"[{r['kl_ci_lo']:.4f}, {r['kl_ci_hi']:.4f}]"
         values.update(self._headline_values())
         values.update(self._ablation_values(ablation))
         for key, (val, lo, hi) in self.rho.items():
@@ -333,6 +369,15 @@ class E2EReport:
             values["HeadlineDelta"] = f"{head_row['delta_ppl_pct']:+.2f}"
             values["HeadlineDeltaCi"] = f"[{head_row['delta_ppl_ci_lo']:+.2f}, {head_row['delta_ppl_ci_hi']:+.2f}]"
             values["HeadlineTopOne"] = f"{head_row['top1_pct']:.1f}"
+        # the tuned point on every other setting (held-out transfers): "Headline at <model> <corpus> kl"
+        for m, c in self.settings:
+            if (m, c) == (self.model, self.corpus):
+                continue
+            point = tables.recipe_point(tables.series_points(self.store, self.profile, m, c).get(
+                self.headline_series, []), self.headline)
+            if point is not None:
+                values[f"Headline at {m} {c} ratio"] = f"{point['ratio_vs_bf16']:.2f}"
+                values[f"Headline at {m} {c} kl"] = f"{point['kl_mean']:.4f}"
         main = [r for r in self.summary if (r["model"], r["corpus"]) == (self.model, self.corpus)]
         ours = [r for r in main if r["series"] == self.headline_series]
         if ours:

@@ -125,10 +125,13 @@ def paired_at_matched_ratio(store: Store, profile: str, model: str, corpus: str,
     """Our point ``ours_plan`` against every other series at the same ratio.
 
     Inside a peer's measured ratio range its per-passage KL is interpolated at our ratio
-    (:func:`.frontier.at_ratio`, ``match = "interpolated"``); outside it the peer's nearest point
-    stands in (``match = "nearest"``, its own ratio reported). Rows: peer series and what was
-    compared, both ratios, both KLs (means over passages), and the paired bootstrap 95 % CI of the
-    per-passage KL difference (ours − peer; negative = ours better) on the shared passages.
+    (:func:`.frontier.at_ratio`, ``match = "interpolated"``). Outside it, the peer's point nearest
+    our ratio is taken and our own series is read at that point's ratio when it lies inside our
+    measured range (``match = "ours interpolated"``: still equal bytes, at the peer's ratio);
+    otherwise the two points are compared as they are (``match = "nearest"``, each at its own ratio:
+    a dominance reading, not a matched one). Rows: peer series and what was compared, both ratios,
+    both KLs (means over passages), and the paired bootstrap 95 % CI of the per-passage KL
+    difference (ours − peer; negative = ours better) on the shared passages.
     """
     cells = series_cells(store, profile, model, corpus)
     if ours_series not in cells:
@@ -145,6 +148,7 @@ def paired_at_matched_ratio(store: Store, profile: str, model: str, corpus: str,
         if name == ours_series:
             continue
         cell = _with_results(store, cell)
+        ours_at, ours_at_ratio = ours_res, ratio
         peer = at_ratio(cell.rows, cell.results["results"], ratio, "kl_mean")
         if peer is not None:
             lo, hi = peer["between"]
@@ -152,11 +156,14 @@ def paired_at_matched_ratio(store: Store, profile: str, model: str, corpus: str,
         else:
             j = min(range(len(cell.rows)), key=lambda k: abs(cell.rows[k]["ratio_vs_bf16"] - ratio))
             peer, peer_plan = cell.results["results"][j], cell.rows[j]["plan"]
-            peer_ratio, match = cell.rows[j]["ratio_vs_bf16"], "nearest"
-        diff = paired_difference(ours_res, peer, "kl_mean", passage_ids=(ours_ids, cell.results.get("passage_ids")))
+            peer_ratio, match = float(cell.rows[j]["ratio_vs_bf16"]), "nearest"
+            ours_read = at_ratio(ours_cell.rows, ours_cell.results["results"], peer_ratio, "kl_mean")
+            if ours_read is not None:
+                ours_at, ours_at_ratio, match = ours_read, peer_ratio, "ours interpolated"
+        diff = paired_difference(ours_at, peer, "kl_mean", passage_ids=(ours_ids, cell.results.get("passage_ids")))
         peer_kl = sum(float(p["kl_mean"]) for p in peer["per_passage"]) / len(peer["per_passage"])
-        ours_kl = sum(float(p["kl_mean"]) for p in ours_res["per_passage"]) / len(ours_res["per_passage"])
-        out.append({"series": name, "peer_plan": peer_plan, "match": match, "ours_ratio": ratio,
+        ours_kl = sum(float(p["kl_mean"]) for p in ours_at["per_passage"]) / len(ours_at["per_passage"])
+        out.append({"series": name, "peer_plan": peer_plan, "match": match, "ours_ratio": ours_at_ratio,
                     "peer_ratio": peer_ratio, "ours_kl": ours_kl, "peer_kl": peer_kl, "kl_diff": diff.mean,
                     "kl_diff_lo": diff.lo, "kl_diff_hi": diff.hi, "decided": diff.decided,
                     "n_passages": diff.n_passages})

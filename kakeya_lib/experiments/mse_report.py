@@ -56,7 +56,8 @@ class MseReport:
     @property
     def where(self) -> str:
         p = self.layers.cell.params
-        return f"{self.model}, {self.corpus}, {p['n_passages']} passage(s) of {p['ctx']} tokens"
+        n = p["n_passages"]
+        return f"{self.model}, {self.corpus}, {n} passage{'' if n == 1 else 's'} of {p['ctx']} tokens"
 
     def _table(self, name: str, rows: list[dict[str, Any]], columns: list[report.Column], caption: str,
                size: str = "\\small") -> None:

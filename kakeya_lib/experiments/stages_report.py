@@ -82,7 +82,8 @@ class StagesReport:
     def write_outliers(self) -> pd.DataFrame:
         """Outlier compensation: real bytes against error for each threshold."""
         report.write_table(STEM, "outliers", self.outliers.to_dict("records"), [
-            report.Column("threshold", "T", lambda v: "off" if v is None else f"{v:g}"),
+            # no threshold is None in the cell, NaN once pandas holds the column
+            report.Column("threshold", "T", lambda v: "off" if v is None or v != v else f"{v:g}"),
             report.Column("bits_per_elem", "bits/elem", report.fixed(2)),
             report.Column("outlier_bytes", "outlier bytes", str),
             report.Column("rel_mse", "rel. MSE", report.fixed(4))],
