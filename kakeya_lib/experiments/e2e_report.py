@@ -131,20 +131,24 @@ class E2EReport:
         all_points: list[dict[str, Any]] = []
         names: list[str] = []
         by_setting = {(m, c): tables.series_points(self.store, self.profile, m, c) for m, c in self.settings}
+        # where uncoded layers bound every codec's whole-cache ratio, the panel plots the coded layers' ratio
+        coded = {(m, c): tables.coded_series_points(self.store, self.profile, m, c) for m, c in self.settings}
         for series in by_setting.values():
             names += [n for n in series if n not in names]
         # one colour per series in every panel; the marker and line say the family
         palette = plt.get_cmap("tab10").colors
         color = {n: palette[i % len(palette)] for i, n in enumerate(names)}
         for col, ((m, c), series) in enumerate(by_setting.items()):
-            for name, pts in series.items():
+            shown = coded[m, c] or series
+            for name, pts in shown.items():
                 pts = sorted(pts, key=lambda r: r["ratio_vs_bf16"])
                 x = [r["ratio_vs_bf16"] for r in pts]
                 kw = dict(ms=4, lw=1.2 if name.startswith("ours") else 0.9, color=color[name], label=display_label(name))
                 axes[0, col].semilogy(x, [r["kl_mean"] for r in pts], _family_style(name), **kw)
                 axes[1, col].plot(x, [r["delta_ppl_pct"] for r in pts], _family_style(name), **kw)
-                all_points += [dict(r, model=m, corpus=c, series=name) for r in pts]
-            head = tables.recipe_point(series.get(self.headline_series, []), self.headline)
+            all_points += [dict(r, model=m, corpus=c, series=name) for name, pts in series.items()
+                           for r in sorted(pts, key=lambda r: r["ratio_vs_bf16"])]
+            head = tables.recipe_point(shown.get(self.headline_series, []), self.headline)
             if head is not None:  # name the tuned recipe's point
                 axes[0, col].annotate(self.headline, (head["ratio_vs_bf16"], head["kl_mean"]), xytext=(6, -10),
                                       textcoords="offset points", fontsize=7, color=color[self.headline_series])
@@ -153,7 +157,8 @@ class E2EReport:
             axes[1, col].axhline(tables.PPL_TARGET, color="0.7", lw=0.6, zorder=0)
             axes[1, col].set_yscale("symlog", linthresh=2.0)
             axes[0, col].set_title(f"{m} on {c}", fontsize=9)
-            axes[1, col].set_xlabel("ratio vs bf16 (real bytes)")
+            axes[1, col].set_xlabel("ratio vs bf16, coded layers only (real bytes)" if coded[m, c]
+                                    else "ratio vs bf16 (real bytes)")
         axes[0, 0].set_ylabel("KL(ref || codec) per token")
         axes[1, 0].set_ylabel("Δppl %")
         handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines() if not h.get_label().startswith("_")}

@@ -89,6 +89,25 @@ def coded_layers_ratio(result: Mapping[str, Any]) -> float | None:
     return sum(layer["bf16_bytes"] for layer in coded) / stored if stored else None
 
 
+def coded_series_points(store: Store, profile: str, model: str, corpus: str) -> dict[str, list[dict[str, Any]]] | None:
+    """:func:`series_points` with each point's ratio over the coded layers alone
+    (:func:`coded_layers_ratio`), or None when the setting codes every layer (the two ratios agree
+    within 1 %) or a series has no per-layer tallies. For a model whose uncoded layers bound every
+    codec's whole-cache ratio (Gemma-3), this is the ratio that tells the codecs apart.
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    differs = False
+    cells = series_cells(store, profile, model, corpus)
+    for name in sorted(cells, key=lambda s: (not s.startswith("ours"), s)):
+        cell = _with_results(store, cells[name])
+        ratios = [coded_layers_ratio(res) for res in cell.results["results"]]
+        if any(r is None for r in ratios):
+            return None
+        out[name] = [dict(row, ratio_vs_bf16=r) for row, r in zip(cell.rows, ratios)]
+        differs |= any(abs(r / row["ratio_vs_bf16"] - 1) > 0.01 for row, r in zip(cell.rows, ratios))
+    return out if differs else None
+
+
 def frontier_summary(store: Store, profile: str, kl_targets: Sequence[float] = KL_TARGETS,
                      ppl_target: float = PPL_TARGET) -> list[dict[str, Any]]:
     """One row per setting and series: ratios at the quality bars (see :mod:`.frontier`).
