@@ -156,6 +156,7 @@ class E2EReport:
                 axes[0, col].axhline(t, color="0.7", lw=0.6, zorder=0)
             axes[1, col].axhline(tables.PPL_TARGET, color="0.7", lw=0.6, zorder=0)
             axes[1, col].set_yscale("symlog", linthresh=2.0)
+            axes[1, col].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))  # not "−10⁰"
             axes[0, col].set_title(f"{m} on {c}", fontsize=9)
             axes[1, col].set_xlabel("ratio vs bf16, coded layers only (real bytes)" if coded[m, c]
                                     else "ratio vs bf16 (real bytes)")
