@@ -10,8 +10,6 @@ method writes its files and returns what it wrote, so the notebook stays a list 
 
 from __future__ import annotations
 
-import re
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,6 +18,7 @@ from .. import report, sweep
 from ..paths import GENERATED_DIR, REPO_ROOT
 from ..store import CellResult, Store
 from . import e2e_tables as tables
+from .e2e_labels import PAIRED_READ, display_label
 from .error_vs_kl import rank_correlation_ci
 from .plans import SEED_STAGES
 
@@ -49,23 +48,6 @@ TARGETS = [f"kl<={t:g}" for t in tables.KL_TARGETS] + [f"dppl<={tables.PPL_TARGE
 def _family_style(name: str) -> str:
     """Marker and line by family: ours, KVTC, the fixed-rate peers."""
     return "o-" if name.startswith("ours") else "s--" if name.startswith("KVTC") else "^:"
-
-
-def display_label(name: str) -> str:
-    """A series or point name as the tables and figures print it.
-
-    The stored names stay as the sweeps wrote them (they key the cells); the reader sees the
-    Hadamard recipe's series ``ours`` as ``ours-5x``, a tuned recipe's own point ``(as given)`` as
-    ``(tuned)``, a saliency exponent suffix ``a0.5`` as ``a=0.5`` and the seed's ``Sigma_q`` stage by
-    the method section's symbol for the query second moment.
-    """
-    name = re.sub(r"(^|\.\. )ours(?= |$)", r"\1ours-5x", name)
-    name = re.sub(r" a(\d+(?:\.\d+)?)(?= |$)", r" a=\1", name)
-    return name.replace(" (as given)", " (tuned)").replace("Sigma_q whitening", "query whitening (M_q)")
-
-
-# How a paired row was matched (e2e_tables.paired_at_matched_ratio's ``match``), as the table says it.
-PAIRED_READ = {"interpolated": "our ratio", "ours interpolated": "peer's ratio", "nearest": "own ratios"}
 
 
 @dataclass
