@@ -276,13 +276,16 @@ class E2EReport:
             self._table("depth", decorate(depth.rows), [report.Column("depth", "layers compressed", str)] + QUALITY,
                                f"{depth.cell.params.get('recipe', self.headline)} on the first j layers only, the rest "
                                f"kept exact ({where}).")
-        longs = sorted(self.store.cells(self.profile, "e2e/long_context", self.model, self.corpus),
-                       key=lambda r: r.cell.params["ctx"])
-        long_rows = decorate([dict(r, ctx=c.cell.params["ctx"]) for c in longs for r in c.rows])
+        long_rows = decorate([dict(r, ctx=c.cell.params["ctx"]) for c in self._long_cells() for r in c.rows])
         if long_rows:
             self._table("long-context", long_rows, [report.Column("plan", "plan", display_label, "l"),
                                report.Column("ctx", "context", str)] + QUALITY, f"Longer prefixes ({where}).")
         return [name for name, x in (("head", head), ("ablation", ablation), ("depth", depth), ("long", long_rows)) if x]
+
+    def _long_cells(self) -> list[CellResult]:
+        """The main setting's long-context cells, shortest context first."""
+        return sorted(self.store.cells(self.profile, "e2e/long_context", self.model, self.corpus),
+                      key=lambda c: c.cell.params["ctx"])
 
     def write_error_vs_kl(self) -> dict[str, tuple[float, float, float]]:
         """KL against K and V relative MSE for every frontier point of the main setting, with ρ and CIs."""
@@ -325,9 +328,7 @@ class E2EReport:
         for r in self.paired:
             values[f"{r['model']} {r['corpus']} vs {r['series']} diff"] = f"{r['kl_diff']:.4f}"
         # each plan of the long-context cells at its longest context ("Long ours-klt-sal ratio", "... ctx")
-        longs = sorted(self.store.cells(self.profile, "e2e/long_context", self.model, self.corpus),
-                       key=lambda c: c.cell.params["ctx"])
-        for c in longs:
+        for c in self._long_cells():
             for r in c.rows:
                 key = f"long {r['plan']}"
                 values[f"{key} ctx"], values[f"{key} passages"] = str(c.cell.params["ctx"]), str(c.cell.params["n_passages"])

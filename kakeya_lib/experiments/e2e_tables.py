@@ -16,7 +16,7 @@ Every builder reads only the store, so the render notebook stays a thin caller.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -48,11 +48,15 @@ def series_cells(store: Store, profile: str, model: str, corpus: str) -> dict[st
     return best
 
 
+def _ours_first(names: Iterable[str]) -> list[str]:
+    """Series names in the tables' stable order: ours first, then alphabetical."""
+    return sorted(names, key=lambda s: (not s.startswith("ours"), s))
+
+
 def series_points(store: Store, profile: str, model: str, corpus: str) -> dict[str, list[dict[str, Any]]]:
     """``{series: rows}`` of one setting, series in a stable order (ours first)."""
     cells = series_cells(store, profile, model, corpus)
-    order = sorted(cells, key=lambda s: (not s.startswith("ours"), s))
-    return {s: list(cells[s].rows) for s in order}
+    return {s: list(cells[s].rows) for s in _ours_first(cells)}
 
 
 def series_per_passage(store: Store, profile: str, model: str, corpus: str, metric: str = "kl_mean"
@@ -96,16 +100,23 @@ def coded_series_points(store: Store, profile: str, model: str, corpus: str) -> 
     codec's whole-cache ratio (Gemma-3), this is the ratio that tells the codecs apart.
     """
     out: dict[str, list[dict[str, Any]]] = {}
-    differs = False
     cells = series_cells(store, profile, model, corpus)
-    for name in sorted(cells, key=lambda s: (not s.startswith("ours"), s)):
-        cell = _with_results(store, cells[name])
-        ratios = [coded_layers_ratio(res) for res in cell.results["results"]]
-        if any(r is None for r in ratios):
+    for name in _ours_first(cells):
+        rows = _coded_rows(store, cells[name])
+        if rows is None:
             return None
-        out[name] = [dict(row, ratio_vs_bf16=r) for row, r in zip(cell.rows, ratios)]
-        differs |= any(abs(r / row["ratio_vs_bf16"] - 1) > 0.01 for row, r in zip(cell.rows, ratios))
+        out[name] = rows
+    differs = any(abs(c["ratio_vs_bf16"] / r["ratio_vs_bf16"] - 1) > 0.01
+                  for name, rows in out.items() for c, r in zip(rows, cells[name].rows))
     return out if differs else None
+
+
+def _coded_rows(store: Store, cell: CellResult) -> list[dict[str, Any]] | None:
+    """A series cell's rows with the coded-layers ratio as ``ratio_vs_bf16``; None without per-layer tallies."""
+    ratios = [coded_layers_ratio(res) for res in _with_results(store, cell).results["results"]]
+    if any(r is None for r in ratios):
+        return None
+    return [dict(row, ratio_vs_bf16=r) for row, r in zip(cell.rows, ratios)]
 
 
 def frontier_summary(store: Store, profile: str, kl_targets: Sequence[float] = KL_TARGETS,
@@ -119,15 +130,9 @@ def frontier_summary(store: Store, profile: str, kl_targets: Sequence[float] = K
     for model, corpus in settings(store, profile):
         cells = series_cells(store, profile, model, corpus)
         points = {name: list(cell.rows) for name, cell in cells.items()}
-        coded: dict[str, list[dict[str, Any]]] = {}
-        for name, cell in cells.items():
-            cell = _with_results(store, cell)
-            ratios = [coded_layers_ratio(res) for res in cell.results["results"]]
-            if all(r is not None for r in ratios):
-                coded[name] = [dict(row, ratio_vs_bf16=r) for row, r in zip(cell.rows, ratios)]
+        coded = {name: rows for name, cell in cells.items() if (rows := _coded_rows(store, cell)) is not None}
         coded_rows = {r["series"]: r for r in frontier_table(coded, (0.01,), ppl_target)}
-        order = sorted(points, key=lambda s: (not s.startswith("ours"), s))
-        for row in frontier_table({s: points[s] for s in order}, kl_targets, ppl_target):
+        for row in frontier_table({s: points[s] for s in _ours_first(points)}, kl_targets, ppl_target):
             reading = coded_rows.get(row["series"])
             out.append({"model": model, "corpus": corpus, **row,
                         "coded kl<=0.01": reading["kl<=0.01"] if reading else None,
