@@ -494,7 +494,7 @@ class KakeyaCodec(Codec):
             if d_eff != d:
                 raise CorruptBlobError(f"pca=none needs full rank {d}, block table says {d_eff}")
             return pca.PcaFit(mean=mean, basis=xp.eye(d, dtype=xp.float32), eigenvalues=None,
-                              captured_variance=1.0)
+                              captured_variance=1.0, identity=True)
         basis = floats.from_bytes(buf[split:], skel, d_eff * d, xp, "PCA basis").reshape(d_eff, d)
         return pca.PcaFit(mean=mean, basis=basis, eigenvalues=None, captured_variance=float("nan"))
 
@@ -519,7 +519,7 @@ class KakeyaCodec(Codec):
                 idx_packed = xp.asarray(np.frombuffer(take("codes", size["idx"]), dtype=np.uint8))
                 idx = unpack_bits(idx_packed, p.bits, rows * w).reshape(rows, w)
             else:
-                idx = xp.asarray(entropy_idx.astype(np.int64)).reshape(rows, w)
+                idx = xp.asarray(entropy_idx).reshape(rows, w)  # uint8/uint16 indices levels[] directly
             if idx is not None and int(idx.max()) >= int(levels.shape[0]):
                 raise CorruptBlobError("a quantiser index exceeds the codebook")
             t, norm_field = self._read_scalars(take("norms", size["norms"]), rows, info.k_eff > 0, xp)

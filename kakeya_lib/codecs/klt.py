@@ -331,12 +331,13 @@ class KLTCodec(Codec):
         if used != len(raw):
             raise CorruptBlobError(f"klt: entropy section holds {len(raw)} bytes, its rANS streams use {used}")
         q = np.empty((rows, width), np.float32)
+        value = np.arange(-qmax, qmax + 2, dtype=np.float32)  # symbol -> integer level (one lookup pass)
         if width % p.group == 0:  # one transposed copy instead of a copy per group
-            stacked = np.stack(streams).reshape(len(groups), rows, p.group).astype(np.int32) - qmax
-            q.reshape(rows, len(groups), p.group)[...] = stacked.transpose(1, 0, 2)
+            stacked = np.stack(streams).reshape(len(groups), rows, p.group)
+            q.reshape(rows, len(groups), p.group)[...] = value[stacked.transpose(1, 0, 2)]
         else:
             for g, sym in zip(groups, streams):
-                q[:, g] = (sym.astype(np.int64) - qmax).reshape(rows, g.stop - g.start)
+                q[:, g] = value[sym].reshape(rows, g.stop - g.start)
         if p.centroid:
             offsets = floats.from_bytes(box.section("codebook"), "f16", 2 * len(groups), np, "centroid offsets")
             if not (np.abs(offsets) <= 0.5).all():

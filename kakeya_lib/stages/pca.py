@@ -30,12 +30,15 @@ class PcaFit:
     basis : array [d_eff, D] float32, rows orthonormal before rounding
     eigenvalues : array [r] float32, descending (all computed, not only kept ones)
     captured_variance : float, kept variance / total variance
+    identity : bool, the basis is the identity (a mean-only skeleton): projection and
+        reconstruction skip the matrix product, whose result would equal the input
     """
 
     mean: Any
     basis: Any
     eigenvalues: Any
     captured_variance: float
+    identity: bool = False
 
     @property
     def d_eff(self) -> int:
@@ -164,18 +167,19 @@ def fit_mean_only(x: Any, w: Any | None, xp: ModuleType, storage: str = "f16") -
     mean, _ = weighted_mean(x, w, xp)
     d = int(x.shape[1])
     return PcaFit(mean=floats.round_to(mean, storage, xp, "block mean"), basis=xp.eye(d, dtype=xp.float32),
-                  eigenvalues=None, captured_variance=1.0)
+                  eigenvalues=None, captured_variance=1.0, identity=True)
 
 
 def project(fit: PcaFit, x: Any) -> Any:
     """Coefficients ``c = (x - mean) basisᵀ`` [n, d_eff] for x [n, D]."""
     if x.shape[1] != fit.basis.shape[1]:
         raise InputError(f"cannot project width {x.shape[1]} onto a basis of width {fit.basis.shape[1]}")
-    return (x - fit.mean[None, :]) @ fit.basis.T
+    centred = x - fit.mean[None, :]
+    return centred if fit.identity else centred @ fit.basis.T
 
 
 def unproject(fit: PcaFit, c: Any) -> Any:
     """Reconstruction ``mean + c basis`` [n, D] from coefficients c [n, d_eff]."""
     if c.shape[1] != fit.d_eff:
         raise InputError(f"got {c.shape[1]} coefficients for a basis of rank {fit.d_eff}")
-    return fit.mean[None, :] + c @ fit.basis
+    return fit.mean[None, :] + (c if fit.identity else c @ fit.basis)

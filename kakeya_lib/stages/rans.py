@@ -286,7 +286,7 @@ def decode_many(
             raise CorruptBlobError(f"{where}: the coder rejected its words ({exc})") from None
         if not consumed:
             raise CorruptBlobError(f"{where}: {n} symbols decoded but words remain (corrupt or mislabelled stream)")
-        result.append(present[rank].astype(dtype))
+        result.append(present.astype(dtype)[rank])
     return result, pos
 
 
