@@ -41,6 +41,7 @@ def main() -> None:
     torch.manual_seed(0)
     loaded = load_model(args.model)
     model = loaded.model
+    stock = load_model(args.model).model  # unpatched: its DynamicCache is the float reference
     patch_model(model)
     plan = resolve_for_model(recipes.load(args.recipe).plan(), model, corpus=args.corpus, tokenizer=loaded.tokenizer,
                         ctx=1024, n_passages=8, seed=0, bos=loaded.needs_bos, model_name=args.model)
@@ -49,7 +50,7 @@ def main() -> None:
         (passage,) = corpora.passages(args.corpus, loaded.tokenizer, ctx, 1, 1, seed=0, bos=loaded.needs_bos)
         passages[ctx] = passage.passage_id
         rows += prompt_cache_rows(model, passage.input_ids, plan, label=args.recipe, new_tokens=args.new_tokens,
-                                  repeat=args.repeat, log=lambda m: print(m, file=sys.stderr))
+                                  repeat=args.repeat, log=lambda m: print(m, file=sys.stderr), stock_model=stock)
     meta = provenance.collect(command="benchmarks/prompt_cache.py", model=args.model, corpus=args.corpus,
                               recipe=args.recipe, passages=passages, new_tokens=args.new_tokens, repeat=args.repeat,
                               torch_threads=torch.get_num_threads())

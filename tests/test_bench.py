@@ -404,14 +404,18 @@ def test_prompt_cache_benchmark_rows_and_tables_on_a_tiny_model():
     from kakeya_lib.llm.prerope import patch_model
 
     model = tiny_model("llama")
+    stock = tiny_model("llama")  # same seed, same weights, not patched
     patch_model(model)
     ids = torch.randint(0, 96, (201,), generator=torch.Generator().manual_seed(0)).tolist()
     plan = resolve_plan(KVPlan("kakeya:pca=none,bits=5,quant=uniform,step=0.6,entropy=1,block=64", protect_tokens=1),
                         config=model.config)
     rows = prompt_cache_rows(model, ids, plan, label="tiny", block_tokens=32, hot_tokens=8, new_tokens=6, repeat=1,
-                             budgets=(0, 1, None))
+                             budgets=(0, 1, None), stock_model=stock)
     kinds = [r["kind"] for r in rows]
-    assert kinds == ["storage", "first_token", "generate", "generate", "generate", "generate"]
+    assert kinds == ["storage", "first_token"] + ["generate"] * 5
+    stock_row, prerope_row = rows[2], rows[3]
+    assert stock_row["reference"] and stock_row["relative_speed"] == 1.0 and not prerope_row["reference"]
+    assert prerope_row["same_tokens_as_float"]  # the patched model's arithmetic is the stock model's
     storage = rows[0]
     assert storage["cached_tokens"] == 200 and 0 < storage["file_bytes"] < storage["bf16_dump_bytes"]
     assert storage["bf16_kv_bytes"] <= storage["bf16_dump_bytes"]  # the dump adds only its header

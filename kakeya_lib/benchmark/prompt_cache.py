@@ -9,11 +9,13 @@ For one prompt of ``T + 1`` tokens (``T`` cached, the last one starts generation
   and running the one-token step (the model is loaded in both cases and not timed);
 * **generation**: ``new_tokens`` greedy tokens from the loaded cache at each ``keep_decoded``
   budget (0: decode every block at every step; ``None``: decode each block once and keep it) and
-  from a float cache of the same prefill (a :class:`~kakeya_lib.llm.prerope.PreRopeCache`, the
-  ``DynamicCache`` the patched model uses): tokens/s, and the memory the cache holds at the end
-  (``memory_bytes``: stored bytes plus decoded floats kept). With ``keep_decoded=0`` attention
-  also decodes one layer's blocks at a time, transiently: ``transient_decode_bytes`` is the
-  largest such layer.
+  from float caches of the same prefill: the stock model's ``DynamicCache`` (post-RoPE keys, the
+  reference ``relative_speed`` is measured against, when ``stock_model`` is given) and the
+  patched model's :class:`~kakeya_lib.llm.prerope.PreRopeCache` (pre-RoPE keys, rotated at every
+  step as the compressed cache's are, so its row separates that cost from the codec's): tokens/s,
+  and the memory the cache holds at the end (``memory_bytes``: stored bytes plus decoded floats
+  kept). With ``keep_decoded=0`` attention also decodes one layer's blocks at a time,
+  transiently: ``transient_decode_bytes`` is the largest such layer.
 
 Times are medians of ``repeat`` runs (wall clock, one process). A benchmark, never a timed test.
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from ..llm import cache_file
 from ..llm.cache import CompressedCache, CompressedLayer
@@ -72,7 +75,8 @@ def _bf16_dump_bytes(cache: Any, folder: Path) -> int:
 def prompt_cache_rows(model: Any, token_ids: Sequence[int], plan: ResolvedPlan, *, label: str,
                       block_tokens: int | None = None, hot_tokens: int = 0, new_tokens: int = 32,
                       budgets: Sequence[int | None] = BUDGETS, repeat: int = 3,
-                      log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+                      log: Callable[[str], None] | None = None, stock_model: Any | None = None
+                      ) -> list[dict[str, Any]]:
     """Storage, time to first token and generation figures for one prompt (see the module docstring).
 
     Parameters
@@ -82,6 +86,9 @@ def prompt_cache_rows(model: Any, token_ids: Sequence[int], plan: ResolvedPlan, 
     plan : the resolved plan the compressed cache follows; ``label`` names it in the rows
     block_tokens, hot_tokens : the cache's blocks and hot window; by default (None, 0) the whole
         prompt beyond the protected tokens is one block, as a stored prompt is coded
+    stock_model : the same model, not patched; its ``DynamicCache`` is the float reference for
+        the first token (recomputing the prefill) and for generation speed. None: the patched
+        model's ``PreRopeCache`` is the reference.
 
     Returns
     -------
@@ -111,6 +118,8 @@ def prompt_cache_rows(model: Any, token_ids: Sequence[int], plan: ResolvedPlan, 
         say(f"T={t}: file {size:,} B vs bf16 dump {dump:,} B ({dump / size:.2f}x)")
 
         def recompute() -> Any:
+            if stock_model is not None:
+                return _greedy(stock_model, ids, DynamicCache(config=stock_model.config), 1)
             return _greedy(model, ids, make_cache(model), 1)
 
         def from_file() -> Any:
@@ -124,20 +133,28 @@ def prompt_cache_rows(model: Any, token_ids: Sequence[int], plan: ResolvedPlan, 
                      "load_s": load_s, "speedup": ttft_recompute / ttft_file})
         say(f"T={t}: first token: recompute {ttft_recompute:.3f} s, from file {ttft_file:.3f} s")
 
-        def float_run() -> tuple[Any, Any]:
-            cache_f = make_cache(model)
-            model(ids[:, :-1], cache=cache_f)
+        def float_run(m: Any, make: Callable[[], Any]) -> tuple[Any, Any]:
+            cache_f = make()
+            m(ids[:, :-1], cache=cache_f)
             t0 = time.perf_counter()
-            out = _greedy(model, ids, cache_f, new_tokens)
+            out = _greedy(m, ids, cache_f, new_tokens)
             return time.perf_counter() - t0, (out, cache_f)
 
-        runs = [float_run() for _ in range(repeat)]
-        gen_s = statistics.median(r[0] for r in runs)
-        ref_out, ref_cache = runs[-1][1]
-        float_tps = new_tokens / gen_s
-        rows.append({**base, "kind": "generate", "cache": "float (DynamicCache)", "keep_decoded": None,
-                     "tokens_per_s": float_tps, "memory_bytes": float_cache_bytes(ref_cache),
-                     "transient_decode_bytes": 0, "relative_speed": 1.0})
+        floats_runs = [("float, pre-RoPE (PreRopeCache)", model, lambda: make_cache(model))]
+        if stock_model is not None:  # the reference goes first
+            floats_runs.insert(0, ("float (DynamicCache, stock model)", stock_model,
+                                   lambda: DynamicCache(config=stock_model.config)))
+        float_tps = ref_out = None
+        for name, m, make in floats_runs:
+            runs = [float_run(m, make) for _ in range(repeat)]
+            tps = new_tokens / statistics.median(r[0] for r in runs)
+            out, cache_f = runs[-1][1]
+            if float_tps is None:
+                float_tps, ref_out = tps, out
+            rows.append({**base, "kind": "generate", "cache": name, "keep_decoded": None, "tokens_per_s": tps,
+                         "memory_bytes": float_cache_bytes(cache_f), "transient_decode_bytes": 0,
+                         "relative_speed": tps / float_tps, "reference": out is ref_out,
+                         "same_tokens_as_float": bool(torch.equal(out, ref_out))})
         for keep in budgets:
             def run() -> tuple[float, Any]:
                 loaded = CompressedCache.load(save_path, model, keep_decoded=keep)
