@@ -138,3 +138,29 @@ def test_keeping_decoded_blocks_changes_speed_and_memory_not_tokens(family):
     assert cache.memory_bytes() == cache.total_bytes() + decoded[None]
     with pytest.raises(InputError, match="keep_decoded"):
         CompressedCache(model.config, spec, keep_decoded=-1)
+
+
+def test_rotated_reads_equal_rotating_the_whole_read():
+    # update(rope=...) holds kept key blocks rotated; every step's keys must equal RoPE applied to
+    # the pre-RoPE read of an identical cache, bit for bit (sink, kept and fresh blocks, hot tokens).
+    from kakeya_lib.llm.prerope import apply_rope
+
+    spec = "kakeya:pca=none,bits=5,quant=uniform,step=0.6,entropy=1,block=64"
+    config = tiny_model("llama").config
+    gen = torch.Generator().manual_seed(3)
+    heads, dim, steps = config.num_key_value_heads, config.head_dim, [21, 1, 1, 9, 1, 1]
+    total = sum(steps)
+    angles = torch.rand(1, total, dim, generator=gen) * 6.0
+    cos, sin = angles.cos(), angles.sin()
+    for keep in (None, 1):
+        plain = CompressedCache(config, spec, block_tokens=8, hot_tokens=4, protect_tokens=1, keep_decoded=keep)
+        rot = CompressedCache(config, spec, block_tokens=8, hot_tokens=4, protect_tokens=1, keep_decoded=keep)
+        seen = 0
+        for n in steps:
+            k, v = torch.randn(1, heads, n, dim, generator=gen), torch.randn(1, heads, n, dim, generator=gen)
+            seen += n
+            k_plain, v_plain = plain.update(k, v, 0)
+            k_rot, v_rot = rot.update_rotated(k, v, 0, cos[:, :seen], sin[:, :seen])
+            assert torch.equal(k_rot, apply_rope(k_plain, cos[:, :seen], sin[:, :seen])) and torch.equal(v_rot, v_plain)
+        layer = rot.layers[0]
+        assert layer.compressed_tokens >= 16 and layer.protected == 1  # blocks and the sink were exercised

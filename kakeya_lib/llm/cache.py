@@ -10,7 +10,10 @@
   tensors (:data:`STORE_DTYPE`).
 
 Reading a layer decodes its blocks on the fly (the decoded floats live only for that attention
-call), casts the bf16 sink and hot tokens back to the model's dtype and appends them. Tokens
+call, unless ``keep_decoded`` keeps them), casts the bf16 sink and hot tokens back to the model's
+dtype and appends them. The patched attention reads through :meth:`CompressedCache.update_rotated`,
+so keys come back with RoPE applied and kept decoded key blocks are held rotated: a generation
+step rotates only what it did not hold rotated, not the whole cache. Tokens
 that arrive in one update attend to their own exact values in that step, as a serving engine
 computes attention before storing; from the next step on they are read back from what the cache
 stores (bf16, or the compressed blocks). Blocks are encoded from the stored bf16 values, i.e.
@@ -54,7 +57,7 @@ from ..errors import CorruptBlobError, InputError
 from ..layout import rows_to_tensor, tensor_to_rows
 from . import cache_file, saliency
 from .plan import KVPlan, ResolvedPlan, resolve_plan
-from .prerope import PreRopeCache, rope_tables_for
+from .prerope import PreRopeCache, PreRopeError, apply_rope, rope_tables_for
 from .whitening import apply_transform
 
 # What a compressed layer stores its exact (sink and hot) tokens in: the ratio's denominator is
@@ -87,6 +90,7 @@ class CompressedLayer(DynamicLayer):
         self.keep_decoded = keep_decoded
         self._kept: dict[str, torch.Tensor | None] = {"k": None, "v": None}
         self._n_kept: dict[str, int] = {"k": 0, "v": 0}
+        self._kept_rotated = False  # kept key blocks hold RoPE already (reads through update(rope=...))
         self.k_codec, self.v_codec = k_codec, v_codec
         self.k_factors = k_factors  # (L, L⁻¹) [n_kv, D, D]: keys are coded whitened
         self.block_tokens, self.hot_tokens = block_tokens, hot_tokens
@@ -114,37 +118,72 @@ class CompressedLayer(DynamicLayer):
         return torch.cat(parts, dim=-2) if parts else like[..., :0, :]
 
     def _decoded_parts(self, blobs: list[bytes], codec: codecs.Codec, like: torch.Tensor,
-                       unwhiten: bool = True) -> list[torch.Tensor]:
-        """:meth:`_decoded` before its concatenation: the kept blocks (one tensor), then each other block."""
+                       unwhiten: bool = True, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+                       ) -> list[torch.Tensor]:
+        """:meth:`_decoded` before its concatenation: the kept blocks (one tensor), then each other block.
+
+        ``rope`` (key blocks only): the tables [1, n_blocks·block_tokens, D] of the blocks'
+        positions; the blocks come back rotated, and kept blocks are stored rotated (rotated once).
+        """
         heads = like.shape[1]
         back = self.k_factors[1] if unwhiten and blobs is self.k_blobs and self.k_factors is not None else None
 
         def one(blob: bytes) -> torch.Tensor:
             return rows_to_tensor(apply_transform(codec.decode(blob, device="cpu"), back), heads, like)
 
+        def rotated(x: torch.Tensor, first_block: int) -> torch.Tensor:
+            if rope is None:
+                return x
+            start = first_block * self.block_tokens
+            return apply_rope(x, rope[0][:, start : start + x.shape[-2]], rope[1][:, start : start + x.shape[-2]])
+
         if not (unwhiten and (blobs is self.k_blobs or blobs is self.v_blobs)):
-            return [one(b) for b in blobs]
+            return [rotated(one(b), j) for j, b in enumerate(blobs)]
         which = "k" if blobs is self.k_blobs else "v"
         kept, n = self._kept[which], self._n_kept[which]
-        if kept is not None and kept.dtype != like.dtype:  # the model's dtype changed: decode afresh
+        if kept is not None and (kept.dtype != like.dtype  # the model's dtype changed: decode afresh
+                                 or (which == "k" and self._kept_rotated != (rope is not None))):  # or the read mode
             kept, n = None, 0
+        if which == "k":
+            self._kept_rotated = rope is not None
         budget = len(blobs) if self.keep_decoded is None else min(self.keep_decoded, len(blobs))
         if n < budget:
-            kept = torch.cat(([] if kept is None else [kept]) + [one(b) for b in blobs[n:budget]], dim=-2)
+            kept = torch.cat(([] if kept is None else [kept]) + [rotated(one(b), n + j) for j, b in enumerate(blobs[n:budget])],
+                             dim=-2)
             n = budget
         self._kept[which], self._n_kept[which] = kept, n
-        return ([] if kept is None else [kept]) + [one(b) for b in blobs[n:]]
+        return ([] if kept is None else [kept]) + [rotated(one(b), n + j) for j, b in enumerate(blobs[n:])]
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               rope: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any):
+        """Store this step's tokens; return every token's keys and values [1, H, n, D].
+
+        With ``rope`` (the tables [1, seen, D] of every position the model has seen), the keys
+        come back rotated: kept decoded blocks were rotated once when first decoded, so a step
+        rotates only the sink, the blocks it decodes afresh and the hot tokens. RoPE acts on each
+        position alone, so the keys equal those of rotating the whole concatenation.
+        """
         if key_states.shape[0] != 1:
             raise InputError("CompressedCache supports batch size 1")
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         # Stored tokens are read back in the model's dtype; this step's tokens attend to their
         # exact values (not yet rounded to the storage dtype). One concatenation per stream.
-        full_k = torch.cat(self._sink_parts(self.sink_k, key_states)
-                           + self._decoded_parts(self.k_blobs, self.k_codec, key_states)
-                           + [self.keys.to(key_states.dtype), key_states], dim=-2)
+        k_tail = [self.keys.to(key_states.dtype), key_states]
+        if rope is None:
+            k_parts = (self._sink_parts(self.sink_k, key_states)
+                       + self._decoded_parts(self.k_blobs, self.k_codec, key_states) + k_tail)
+        else:
+            hot = self.keys.shape[-2] if self.keys.dim() == 4 else 0  # a fresh layer's window is a 1-D empty tensor
+            n_all = self.protected + self.compressed_tokens + hot + key_states.shape[-2]
+            if n_all > rope[0].shape[1]:
+                raise PreRopeError(f"the cache holds {n_all} positions but RoPE tables for {rope[0].shape[1]}")
+            cos, sin = (t[:, t.shape[1] - n_all :] for t in rope)
+            p, c = self.protected, self.protected + self.compressed_tokens
+            k_parts = ([apply_rope(x, cos[:, :p], sin[:, :p]) for x in self._sink_parts(self.sink_k, key_states)]
+                       + self._decoded_parts(self.k_blobs, self.k_codec, key_states, rope=(cos[:, p:c], sin[:, p:c]))
+                       + [apply_rope(torch.cat(k_tail, dim=-2), cos[:, c:], sin[:, c:])])
+        full_k = torch.cat(k_parts, dim=-2)
         full_v = torch.cat(self._sink_parts(self.sink_v, value_states)
                            + self._decoded_parts(self.v_blobs, self.v_codec, value_states)
                            + [self.values.to(value_states.dtype), value_states], dim=-2)
@@ -401,6 +440,22 @@ class CompressedCache(PreRopeCache):
             t = keys.shape[2]
             layer.pending_weights = saliency.token_weights(queries, keys, cos, sin, attn.scaling, min(m, t),
                                                            getattr(attn, "sliding_window", None))
+
+    def update_rotated(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
+                       cos_all: torch.Tensor, sin_all: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``update`` whose keys come back with RoPE applied (the patched attention calls it):
+        ``cos_all``/``sin_all`` [1, seen, D] are the tables of every position seen, the returned
+        keys the latest positions. Compressed layers keep their decoded key blocks rotated
+        (:meth:`CompressedLayer.update`), so generation with kept blocks does not rotate the whole
+        cache at every step; the numbers equal rotating the concatenation."""
+        layer = self.layers[layer_idx]
+        if isinstance(layer, CompressedLayer):
+            return layer.update(key_states, value_states, rope=(cos_all, sin_all))
+        k_all, v_all = self.update(key_states, value_states, layer_idx, **kwargs)
+        n = k_all.shape[-2]
+        if n > cos_all.shape[1]:
+            raise PreRopeError(f"the cache holds {n} positions but RoPE tables for {cos_all.shape[1]}")
+        return apply_rope(k_all, cos_all[:, cos_all.shape[1] - n :], sin_all[:, sin_all.shape[1] - n :]), v_all
 
     @classmethod
     def from_plan(cls, config: Any, plan: KVPlan | ResolvedPlan, block_tokens: int = 512,

@@ -2,7 +2,8 @@
 
 A codec must never see RoPE phase, so :func:`patch_model` swaps each attention module's
 ``forward`` for one that stores un-rotated keys in a :class:`PreRopeCache` and applies RoPE to
-all cached keys when they are read. The arithmetic is the stock model's, op for op (same
+all cached keys when they are read (a cache with ``update_rotated`` applies it itself, to what it
+does not already hold rotated). The arithmetic is the stock model's, op for op (same
 ``cos``/``sin`` tables, same ``x*cos + rotate_half(x)*sin``), so with nothing compressed the
 logits equal the stock model's exactly (tested for every supported family).
 
@@ -123,13 +124,21 @@ def _make_forward(family: str, kind: str, records_rope: bool):
             observe = getattr(cache, "observe_chunk", None)
             if observe is not None:  # a cache that weighs tokens by the attention they get, before coding them
                 observe(self.layer_idx, q_pre, k, cos, sin, self)
-            k_all, v_all = cache.update(k, v, self.layer_idx, kwargs=kwargs)
-            q_len, kv_len, seen = q.shape[2], k_all.shape[2], cos_all.shape[1]
-            if kv_len > seen or not torch.equal(cos_all[:, seen - q_len :], cos):
+            q_len, seen = q.shape[2], cos_all.shape[1]
+            if not torch.equal(cos_all[:, seen - q_len :], cos):
                 raise PreRopeError("cached key positions are not contiguous with the queries "
                                    "(left padding or batched ragged inputs are not supported)")
-            # cached keys are the latest kv_len positions (sliding layers keep a contiguous tail)
-            k_rot = apply_rope(k_all, cos_all[:, seen - kv_len :], sin_all[:, seen - kv_len :])
+            rotating = getattr(cache, "update_rotated", None)
+            if rotating is not None:  # the cache applies RoPE itself (keys it keeps decoded are held rotated)
+                k_rot, v_all = rotating(k, v, self.layer_idx, cos_all, sin_all, kwargs=kwargs)
+            else:
+                k_all, v_all = cache.update(k, v, self.layer_idx, kwargs=kwargs)
+                kv_len = k_all.shape[2]
+                if kv_len > seen:
+                    raise PreRopeError("cached key positions are not contiguous with the queries "
+                                       "(left padding or batched ragged inputs are not supported)")
+                # cached keys are the latest kv_len positions (sliding layers keep a contiguous tail)
+                k_rot = apply_rope(k_all, cos_all[:, seen - kv_len :], sin_all[:, seen - kv_len :])
         extra = {} if family == "llama" else {"sliding_window": self.sliding_window}
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, None)
         if attention is None:
