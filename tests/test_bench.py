@@ -416,6 +416,9 @@ def test_prompt_cache_benchmark_rows_and_tables_on_a_tiny_model():
     stock_row, prerope_row = rows[2], rows[3]
     assert stock_row["reference"] and stock_row["relative_speed"] == 1.0 and not prerope_row["reference"]
     assert prerope_row["same_tokens_as_float"]  # the patched model's arithmetic is the stock model's
+    generated = [r for r in rows if r["kind"] == "generate"]
+    assert all(r["steady_tokens_per_s"] > 0 and r["steady_relative_speed"] > 0 for r in generated)
+    assert stock_row["steady_relative_speed"] == 1.0
     storage = rows[0]
     assert storage["cached_tokens"] == 200 and 0 < storage["file_bytes"] < storage["bf16_dump_bytes"]
     assert storage["bf16_kv_bytes"] <= storage["bf16_dump_bytes"]  # the dump adds only its header

@@ -14,7 +14,9 @@ For one prompt of ``T + 1`` tokens (``T`` cached, the last one starts generation
   patched model's :class:`~kakeya_lib.llm.prerope.PreRopeCache` (pre-RoPE keys, rotated at every
   step as the compressed cache's are, so its row separates that cost from the codec's): tokens/s,
   and the memory the cache holds at the end (``memory_bytes``: stored bytes plus decoded floats
-  kept). With ``keep_decoded=0`` attention also decodes one layer's blocks at a time,
+  kept). Speeds are over all ``new_tokens`` (the first step included: with blocks kept it
+  decodes them all) and over the tokens after the first (``steady_tokens_per_s``: the
+  per-step cost, from the times a streamer sees each token arrive). With ``keep_decoded=0`` attention also decodes one layer's blocks at a time,
   transiently: ``transient_decode_bytes`` is the largest such layer.
 
 Times are medians of ``repeat`` runs (wall clock, one process). A benchmark, never a timed test.
@@ -49,10 +51,34 @@ def _median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
-def _greedy(model: Any, ids: torch.Tensor, cache: Any, new_tokens: int) -> torch.Tensor:
+class _TokenClock:
+    """A ``generate()`` streamer that only notes when each new token arrives (``put`` is called
+    with the prompt first, then once per generated token)."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def put(self, value: Any) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def _greedy(model: Any, ids: torch.Tensor, cache: Any, new_tokens: int, streamer: Any = None) -> torch.Tensor:
     with torch.no_grad():
         return model.generate(ids, cache=cache, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                              do_sample=False, pad_token_id=0)
+                              do_sample=False, pad_token_id=0, streamer=streamer)
+
+
+def _timed_greedy(model: Any, ids: torch.Tensor, cache: Any, new_tokens: int) -> tuple[float, float | None, Any]:
+    """(seconds for all ``new_tokens``, seconds for the tokens after the first or None, the ids)."""
+    clock = _TokenClock()
+    t0 = time.perf_counter()
+    out = _greedy(model, ids, cache, new_tokens, streamer=clock)
+    seconds = time.perf_counter() - t0
+    steady = clock.stamps[-1] - clock.stamps[1] if new_tokens > 1 and len(clock.stamps) == new_tokens + 1 else None
+    return seconds, steady, out
 
 
 def float_cache_bytes(cache: Any) -> int:
@@ -133,45 +159,52 @@ def prompt_cache_rows(model: Any, token_ids: Sequence[int], plan: ResolvedPlan, 
                      "load_s": load_s, "speedup": ttft_recompute / ttft_file})
         say(f"T={t}: first token: recompute {ttft_recompute:.3f} s, from file {ttft_file:.3f} s")
 
-        def float_run(m: Any, make: Callable[[], Any]) -> tuple[Any, Any]:
+        def speeds(runs: list[tuple[float, float | None, Any]]) -> tuple[float, float | None]:
+            """tokens/s over all new tokens, and over those after the first (medians of the runs)."""
+            steady = [r[1] for r in runs if r[1]]
+            return (new_tokens / statistics.median(r[0] for r in runs),
+                    (new_tokens - 1) / statistics.median(steady) if len(steady) == len(runs) else None)
+
+        def float_run(m: Any, make: Callable[[], Any]) -> tuple[float, float | None, Any]:
             cache_f = make()
             m(ids[:, :-1], cache=cache_f)
-            t0 = time.perf_counter()
-            out = _greedy(m, ids, cache_f, new_tokens)
-            return time.perf_counter() - t0, (out, cache_f)
+            seconds, steady, out = _timed_greedy(m, ids, cache_f, new_tokens)
+            return seconds, steady, (out, cache_f)
 
         floats_runs = [("float, pre-RoPE (PreRopeCache)", model, lambda: make_cache(model))]
         if stock_model is not None:  # the reference goes first
             floats_runs.insert(0, ("float (DynamicCache, stock model)", stock_model,
                                    lambda: DynamicCache(config=stock_model.config)))
-        float_tps = ref_out = None
+        ref: dict[str, Any] = {}
+
+        def relative(tps: float, steady: float | None) -> dict[str, Any]:
+            return {"tokens_per_s": tps, "relative_speed": tps / ref["tps"], "steady_tokens_per_s": steady,
+                    "steady_relative_speed": None if steady is None or ref["steady"] is None else steady / ref["steady"]}
+
         for name, m, make in floats_runs:
             runs = [float_run(m, make) for _ in range(repeat)]
-            tps = new_tokens / statistics.median(r[0] for r in runs)
-            out, cache_f = runs[-1][1]
-            if float_tps is None:
-                float_tps, ref_out = tps, out
-            rows.append({**base, "kind": "generate", "cache": name, "keep_decoded": None, "tokens_per_s": tps,
+            tps, steady = speeds(runs)
+            out, cache_f = runs[-1][2]
+            if not ref:
+                ref.update(tps=tps, steady=steady, out=out)
+            rows.append({**base, "kind": "generate", "cache": name, "keep_decoded": None, **relative(tps, steady),
                          "memory_bytes": float_cache_bytes(cache_f), "transient_decode_bytes": 0,
-                         "relative_speed": tps / float_tps, "reference": out is ref_out,
-                         "same_tokens_as_float": bool(torch.equal(out, ref_out))})
+                         "reference": out is ref["out"], "same_tokens_as_float": bool(torch.equal(out, ref["out"]))})
         for keep in budgets:
-            def run() -> tuple[float, Any]:
+            def run() -> tuple[float, float | None, Any]:
                 loaded = CompressedCache.load(save_path, model, keep_decoded=keep)
-                t0 = time.perf_counter()
-                out = _greedy(model, ids, loaded.cache, new_tokens)
-                return time.perf_counter() - t0, (out, loaded.cache)
+                seconds, steady, out = _timed_greedy(model, ids, loaded.cache, new_tokens)
+                return seconds, steady, (out, loaded.cache)
 
             runs = [run() for _ in range(repeat)]
-            seconds = statistics.median(r[0] for r in runs)
-            out, comp = runs[-1][1]
+            tps, steady = speeds(runs)
+            out, comp = runs[-1][2]
             itemsize = next(model.parameters()).element_size()  # blocks decode to the model's dtype
             per_layer = [2 * lay.compressed_tokens * lay.keys.shape[1] * lay.keys.shape[3] * itemsize
                          for lay in comp.layers if isinstance(lay, CompressedLayer)]
-            rows.append({**base, "kind": "generate", "cache": "compressed", "keep_decoded": keep,
-                         "tokens_per_s": new_tokens / seconds, "memory_bytes": comp.memory_bytes(),
+            rows.append({**base, "kind": "generate", "cache": "compressed", "keep_decoded": keep, **relative(tps, steady),
+                         "memory_bytes": comp.memory_bytes(),
                          "transient_decode_bytes": max(per_layer, default=0) if keep == 0 else 0,
-                         "relative_speed": new_tokens / seconds / float_tps,
-                         "same_tokens_as_float": bool(torch.equal(out, ref_out))})
-            say(f"T={t}: keep_decoded={keep}: {new_tokens / seconds:.1f} tok/s, {comp.memory_bytes():,} B")
+                         "same_tokens_as_float": bool(torch.equal(out, ref["out"]))})
+            say(f"T={t}: keep_decoded={keep}: {tps:.1f} tok/s, {comp.memory_bytes():,} B")
     return rows

@@ -174,15 +174,18 @@ def prompt_cache_markdown(rows: Sequence[dict[str, Any]]) -> str:
         out.append(f"| {r['cached_tokens']} | {r['label']} | {r['file_bytes'] / 1e6:.2f} MB | "
                    f"{r['bf16_dump_bytes'] / 1e6:.2f} MB | {r['ratio_vs_bf16_dump']:.2f}x | {f['recompute_s']:.3f} s | "
                    f"{f['from_file_s']:.3f} s | {f['speedup']:.1f}x |")
-    out += ["", "| cached tokens | cache | blocks kept decoded | tokens/s | vs the first float row | cache memory | "
-            "+ transient decode | same tokens as the first float row |", "|---|---|---|---|---|---|---|---|"]
+    out += ["", "| cached tokens | cache | blocks kept decoded | tokens/s | vs the first float row | "
+            "tokens/s after the first | vs the first float row | cache memory | + transient decode | "
+            "same tokens as the first float row |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["kind"] != "generate":
             continue
         keep = "-" if r["cache"] != "compressed" else ("all" if r["keep_decoded"] is None else str(r["keep_decoded"]))
         same = "-" if r.get("reference") else {True: "yes", False: "no"}.get(r.get("same_tokens_as_float"), "-")
+        steady, steady_rel = r.get("steady_tokens_per_s"), r.get("steady_relative_speed")
         out.append(f"| {r['cached_tokens']} | {r['cache']} | {keep} | {r['tokens_per_s']:.1f} | "
-                   f"{r['relative_speed']:.2f}x | {r['memory_bytes'] / 1e6:.2f} MB | "
+                   f"{r['relative_speed']:.2f}x | {'-' if steady is None else f'{steady:.1f}'} | "
+                   f"{'-' if steady_rel is None else f'{steady_rel:.2f}x'} | {r['memory_bytes'] / 1e6:.2f} MB | "
                    f"{r['transient_decode_bytes'] / 1e6:.2f} MB | {same} |")
     return "\n".join(out) + "\n"
 
