@@ -24,6 +24,7 @@ Times are medians of ``repeat`` runs (wall clock, one process). A benchmark, nev
 
 from __future__ import annotations
 
+import gc
 import statistics
 import tempfile
 import time
@@ -165,11 +166,14 @@ def prompt_cache_rows(model: Any, token_ids: Sequence[int], plan: ResolvedPlan, 
             return (new_tokens / statistics.median(r[0] for r in runs),
                     (new_tokens - 1) / statistics.median(steady) if len(steady) == len(runs) else None)
 
+        # Each run keeps only its figures: caches of earlier runs (hundreds of MB at ctx 4096) are
+        # freed before the next is timed, so no row runs under another row's memory.
         def float_run(m: Any, make: Callable[[], Any]) -> tuple[float, float | None, Any]:
+            gc.collect()
             cache_f = make()
             m(ids[:, :-1], cache=cache_f)
             seconds, steady, out = _timed_greedy(m, ids, cache_f, new_tokens)
-            return seconds, steady, (out, cache_f)
+            return seconds, steady, (out, float_cache_bytes(cache_f))
 
         floats_runs = [("float, pre-RoPE (PreRopeCache)", model, lambda: make_cache(model))]
         if stock_model is not None:  # the reference goes first
@@ -184,27 +188,27 @@ def prompt_cache_rows(model: Any, token_ids: Sequence[int], plan: ResolvedPlan, 
         for name, m, make in floats_runs:
             runs = [float_run(m, make) for _ in range(repeat)]
             tps, steady = speeds(runs)
-            out, cache_f = runs[-1][2]
+            out, memory = runs[-1][2]
             if not ref:
                 ref.update(tps=tps, steady=steady, out=out)
             rows.append({**base, "kind": "generate", "cache": name, "keep_decoded": None, **relative(tps, steady),
-                         "memory_bytes": float_cache_bytes(cache_f), "transient_decode_bytes": 0,
+                         "memory_bytes": memory, "transient_decode_bytes": 0,
                          "reference": out is ref["out"], "same_tokens_as_float": bool(torch.equal(out, ref["out"]))})
         for keep in budgets:
             def run() -> tuple[float, float | None, Any]:
-                loaded = CompressedCache.load(save_path, model, keep_decoded=keep)
-                seconds, steady, out = _timed_greedy(model, ids, loaded.cache, new_tokens)
-                return seconds, steady, (out, loaded.cache)
+                gc.collect()
+                comp = CompressedCache.load(save_path, model, keep_decoded=keep).cache
+                seconds, steady, out = _timed_greedy(model, ids, comp, new_tokens)
+                itemsize = next(model.parameters()).element_size()  # blocks decode to the model's dtype
+                per_layer = [2 * lay.compressed_tokens * lay.keys.shape[1] * lay.keys.shape[3] * itemsize
+                             for lay in comp.layers if isinstance(lay, CompressedLayer)]
+                return seconds, steady, (out, comp.memory_bytes(), max(per_layer, default=0))
 
             runs = [run() for _ in range(repeat)]
             tps, steady = speeds(runs)
-            out, comp = runs[-1][2]
-            itemsize = next(model.parameters()).element_size()  # blocks decode to the model's dtype
-            per_layer = [2 * lay.compressed_tokens * lay.keys.shape[1] * lay.keys.shape[3] * itemsize
-                         for lay in comp.layers if isinstance(lay, CompressedLayer)]
+            out, memory, largest_layer = runs[-1][2]
             rows.append({**base, "kind": "generate", "cache": "compressed", "keep_decoded": keep, **relative(tps, steady),
-                         "memory_bytes": comp.memory_bytes(),
-                         "transient_decode_bytes": max(per_layer, default=0) if keep == 0 else 0,
+                         "memory_bytes": memory, "transient_decode_bytes": largest_layer if keep == 0 else 0,
                          "same_tokens_as_float": bool(torch.equal(out, ref["out"]))})
-            say(f"T={t}: keep_decoded={keep}: {tps:.1f} tok/s, {comp.memory_bytes():,} B")
+            say(f"T={t}: keep_decoded={keep}: {tps:.1f} tok/s, {memory:,} B")
     return rows
