@@ -16,8 +16,9 @@ For one prompt of ``T + 1`` tokens (``T`` cached, the last one starts generation
   and the memory the cache holds at the end (``memory_bytes``: stored bytes plus decoded floats
   kept). Speeds are over all ``new_tokens`` (the first step included: with blocks kept it
   decodes them all) and over the tokens after the first (``steady_tokens_per_s``: the
-  per-step cost, from the times a streamer sees each token arrive). With ``keep_decoded=0`` attention also decodes one layer's blocks at a time,
-  transiently: ``transient_decode_bytes`` is the largest such layer.
+  per-step cost, from the times a streamer sees each token arrive). With ``keep_decoded=0``
+  attention also decodes one layer's blocks at a time, transiently: ``transient_decode_bytes`` is
+  the largest such layer.
 
 Times are medians of ``repeat`` runs (wall clock, one process). A benchmark, never a timed test.
 """
@@ -162,7 +163,7 @@ def prompt_cache_rows(model: Any, token_ids: Sequence[int], plan: ResolvedPlan, 
 
         def speeds(runs: list[tuple[float, float | None, Any]]) -> tuple[float, float | None]:
             """tokens/s over all new tokens, and over those after the first (medians of the runs)."""
-            steady = [r[1] for r in runs if r[1]]
+            steady = [r[1] for r in runs if r[1] is not None]
             return (new_tokens / statistics.median(r[0] for r in runs),
                     (new_tokens - 1) / statistics.median(steady) if len(steady) == len(runs) else None)
 

@@ -57,7 +57,7 @@ from ..errors import CorruptBlobError, InputError
 from ..layout import rows_to_tensor, tensor_to_rows
 from . import cache_file, saliency
 from .plan import KVPlan, ResolvedPlan, resolve_plan
-from .prerope import PreRopeCache, PreRopeError, apply_rope, rope_tables_for
+from .prerope import PreRopeCache, apply_rope, latest_tables, rope_tables_for
 from .whitening import apply_transform
 
 # What a compressed layer stores its exact (sink and hot) tokens in: the ratio's denominator is
@@ -175,10 +175,7 @@ class CompressedLayer(DynamicLayer):
                        + self._decoded_parts(self.k_blobs, self.k_codec, key_states) + k_tail)
         else:
             hot = self.keys.shape[-2] if self.keys.dim() == 4 else 0  # a fresh layer's window is a 1-D empty tensor
-            n_all = self.protected + self.compressed_tokens + hot + key_states.shape[-2]
-            if n_all > rope[0].shape[1]:
-                raise PreRopeError(f"the cache holds {n_all} positions but RoPE tables for {rope[0].shape[1]}")
-            cos, sin = (t[:, t.shape[1] - n_all :] for t in rope)
+            cos, sin = latest_tables(*rope, self.protected + self.compressed_tokens + hot + key_states.shape[-2])
             p, c = self.protected, self.protected + self.compressed_tokens
             k_parts = ([apply_rope(x, cos[:, :p], sin[:, :p]) for x in self._sink_parts(self.sink_k, key_states)]
                        + self._decoded_parts(self.k_blobs, self.k_codec, key_states, rope=(cos[:, p:c], sin[:, p:c]))
@@ -452,10 +449,7 @@ class CompressedCache(PreRopeCache):
         if isinstance(layer, CompressedLayer):
             return layer.update(key_states, value_states, rope=(cos_all, sin_all))
         k_all, v_all = self.update(key_states, value_states, layer_idx, **kwargs)
-        n = k_all.shape[-2]
-        if n > cos_all.shape[1]:
-            raise PreRopeError(f"the cache holds {n} positions but RoPE tables for {cos_all.shape[1]}")
-        return apply_rope(k_all, cos_all[:, cos_all.shape[1] - n :], sin_all[:, sin_all.shape[1] - n :]), v_all
+        return apply_rope(k_all, *latest_tables(cos_all, sin_all, k_all.shape[-2])), v_all
 
     @classmethod
     def from_plan(cls, config: Any, plan: KVPlan | ResolvedPlan, block_tokens: int = 512,

@@ -79,6 +79,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x * cos) + (rotate_half(x) * sin)
 
 
+def latest_tables(cos_all: torch.Tensor, sin_all: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The RoPE tables [1, n, D] of the latest ``n`` positions of ``cos_all``/``sin_all`` [1, seen, D]
+    (cached keys are the latest positions: sliding layers keep a contiguous tail)."""
+    if n > cos_all.shape[1]:
+        raise PreRopeError(f"cached key positions are not contiguous with the queries ({n} cached keys, "
+                           f"RoPE tables for {cos_all.shape[1]} positions; left padding or batched ragged "
+                           "inputs are not supported)")
+    return cos_all[:, cos_all.shape[1] - n :], sin_all[:, sin_all.shape[1] - n :]
+
+
 def _project(self: Any, hidden_states: torch.Tensor, family: str) -> tuple[torch.Tensor, ...]:
     """q, k, v [B, H, T, D] before RoPE, in each family's own op order (for bitwise equality)."""
     shape = (*hidden_states.shape[:-1], -1, self.head_dim)
@@ -133,12 +143,7 @@ def _make_forward(family: str, kind: str, records_rope: bool):
                 k_rot, v_all = rotating(k, v, self.layer_idx, cos_all, sin_all, kwargs=kwargs)
             else:
                 k_all, v_all = cache.update(k, v, self.layer_idx, kwargs=kwargs)
-                kv_len = k_all.shape[2]
-                if kv_len > seen:
-                    raise PreRopeError("cached key positions are not contiguous with the queries "
-                                       "(left padding or batched ragged inputs are not supported)")
-                # cached keys are the latest kv_len positions (sliding layers keep a contiguous tail)
-                k_rot = apply_rope(k_all, cos_all[:, seen - kv_len :], sin_all[:, seen - kv_len :])
+                k_rot = apply_rope(k_all, *latest_tables(cos_all, sin_all, k_all.shape[2]))
         extra = {} if family == "llama" else {"sliding_window": self.sliding_window}
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, None)
         if attention is None:
