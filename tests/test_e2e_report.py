@@ -15,6 +15,10 @@ def test_the_report_writes_its_tables_figures_and_macros(store, tmp_path):
     assert rep.write_tuning() and rep.write_frontier() and rep.write_frontier_summary()
     paired = rep.write_paired()
     assert [r["verdict"] for r in paired] == ["ours lower"]
+    # another recipe of ours against the peers only (here the same point: the fixture has one)
+    assert [(r["series"], r["verdict"]) for r in rep.write_paired_recipe("ours-5x", "ours")] == [
+        ("TurboQuant +sink", "ours lower")]
+    assert (tmp_path / "tables" / "render-e2e-paired-ours-5x.tex").is_file()
     assert rep.write_gain()
     assert rep.write_seed_tables() == []  # no head-to-head, ablation, depth or long-context cell here
     for name in ("tuning", "tuning-all", "points", "points-all", "frontier-summary", "paired", "gain"):
@@ -33,8 +37,19 @@ def test_the_report_writes_its_tables_figures_and_macros(store, tmp_path):
     assert values["HeadlineRatio"] == "5.00" and values["HeadlineKl"] == "0.0060"
     assert values["BestPeer"] == "TurboQuant +sink" and values["NScored"] == "7" and values["NScoredTotal"] == "21"
     assert values["TuningPassages"] == "3"
+    assert "KL ≤ 0.01, 95 % CI" in summary
+    assert values["tiny sotu vs TurboQuant +sink verdict"] == "ours lower"
+    assert values["ours-5x tiny sotu vs TurboQuant +sink diff ci"].startswith("[-")
+    # prose whose direction the numbers decide: nothing to say without those cells
+    assert values["HeldOutSentence"] == "This profile has no held-out setting."
+    assert values["LongTargetSentence"] == "This profile has no long-context cell."
     rho = rep.write_error_vs_kl()  # the fixture's errors are 10x and 20x its KL: a perfect ordering
     assert rho["k"][0] == rho["v"][0] == 1.0 and (tmp_path / "figures" / "render-e2e-mse-vs-kl.pdf").is_file()
+    # the held-out verdict is worded from the numbers against the recipe's own tuning target
+    target = 0.01  # ours-5x's tuning target
+    assert rep._held_out_sentence([("m", "wiki", 2 * target)]).endswith("above that target.")
+    assert rep._held_out_sentence([("m", "wiki", target / 2)]).endswith("within that target.")
+    assert "on some settings" in rep._held_out_sentence([("m", "wiki", 2 * target), ("g", "sotu", target / 2)])
     rep.write_macros()
     stored = json.loads((tmp_path / "variables" / "render-e2e.json").read_text())["values"]
     assert stored["Headline"] == "ours-5x" and stored["OursKlTenRatio"] == values["OursKlTenRatio"]

@@ -40,6 +40,25 @@ def test_ratio_at_takes_the_last_crossing_of_a_non_monotone_series_and_delta_ppl
         frontier.ratio_at(series, 0.01, "mse")
 
 
+def test_ratio_at_ci_brackets_the_reading_and_collapses_without_passage_spread():
+    import numpy as np
+
+    series = pts((3.0, 0.002), (4.0, 0.004), (5.0, 0.016))
+    flat = np.array([[0.002] * 8, [0.004] * 8, [0.016] * 8])
+    lo, hi = frontier.ratio_at_ci(series, flat, 0.008)
+    assert lo.ratio == pytest.approx(4.5) and hi.ratio == pytest.approx(4.5)
+    rng = np.random.default_rng(1)
+    noisy = flat[:, :1] * rng.lognormal(0.0, 0.5, size=(1, 48))  # passages harder or easier for every point
+    point = frontier.ratio_at(pts(*zip([3.0, 4.0, 5.0], noisy.mean(axis=1))), 0.008).ratio
+    lo, hi = frontier.ratio_at_ci(series, noisy, 0.008)
+    assert lo.ratio < point < hi.ratio and hi.ratio - lo.ratio > 0.05
+    # a bar no resample can meet, and one every resample meets
+    assert frontier.ratio_at_ci(series, flat, 0.001)[1].text() == "--"
+    assert frontier.ratio_at_ci(series, flat, 0.1)[0].text() == "≥ 5.00"
+    with pytest.raises(InputError, match="per_passage_kl"):
+        frontier.ratio_at_ci(series, flat[:2], 0.008)
+
+
 def test_paired_difference_sees_a_small_consistent_gap_and_refuses_other_passages():
     a = {"per_passage": [{"kl_mean": 0.010 + 0.001 * (i % 5)} for i in range(48)]}
     b = {"per_passage": [{"kl_mean": 0.012 + 0.001 * (i % 5)} for i in range(48)]}

@@ -6,6 +6,9 @@ the frontier figure and points, each codec's ratio at the quality bars, the pair
 at matched ratio, where the gain comes from, the seed's recipes head to head, the stage ablation,
 depth, long context, error against KL, and the macros the paper's prose quotes. Each ``write_*``
 method writes its files and returns what it wrote, so the notebook stays a list of calls.
+
+One concept: the end-to-end cells rendered for the paper (every table, figure and macro it quotes
+comes from here; the statistics themselves live in :mod:`.frontier` and :mod:`.e2e_tables`).
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class E2EReport:
     tuning: list[dict[str, Any]] = field(init=False, default_factory=list)
     summary: list[dict[str, Any]] = field(init=False, default_factory=list)
     paired: list[dict[str, Any]] = field(init=False, default_factory=list)
+    paired_recipes: dict[str, list[dict[str, Any]]] = field(init=False, default_factory=dict)
     rho: dict[str, tuple[float, float, float]] = field(init=False, default_factory=dict)
     n_scored_points: int = field(init=False, default=0)
 
@@ -171,11 +175,14 @@ class E2EReport:
                            report.Column("model_bytes", "per-model MB",
                                          lambda v: "--" if v is None else f"{v / 1e6:.1f}")] + [
                            report.Column(t, t.replace("kl<=", "KL ≤ ").replace("dppl<=", "Δppl % ≤ "), str)
-                           for t in TARGETS] + [report.Column("coded kl<=0.01", "KL ≤ 0.01, coded layers", str)],
+                           for t in TARGETS] + [report.Column("kl<=0.01 ci", "KL ≤ 0.01, 95 % CI", str),
+                                                report.Column("coded kl<=0.01", "KL ≤ 0.01, coded layers", str)],
                            "Compression ratio each codec reaches at a quality bar, read from its measured frontier: "
                            "linear in log KL (linear in Δppl) between the two measured points that bracket the bar, "
                            "the last crossing when a series is not monotone; '≥ x' when every point meets the bar "
-                           "(x is the largest measured ratio), '--' when none does. No extrapolation. Per-model MB: "
+                           "(x is the largest measured ratio), '--' when none does. No extrapolation. The CI of the "
+                           "KL ≤ 0.01 reading: 2000 bootstrap resamples of the passages, each point's KL averaged "
+                           "over the resample and the series read again (ratios as measured). Per-model MB: "
                            "calibration tables stored once per model (KVTC's PCA bases and quantiser tables, which "
                            "ours-klt reads too, fitted on calib passages), not counted in the per-prompt ratios. "
                            "Last column: the KL ≤ 0.01 "
@@ -183,34 +190,56 @@ class E2EReport:
                            "its sliding-window layers stay bf16 and bound the whole-cache ratio).")
         return self.summary
 
-    def write_paired(self) -> list[dict[str, Any]]:
-        self.paired = []
+    def _paired_rows(self, recipe: str, series: str, peers_only: bool) -> list[dict[str, Any]]:
+        rows = []
         for m, c in self.settings:
-            series = tables.series_points(self.store, self.profile, m, c)
-            point = tables.recipe_point(series.get(self.headline_series, []), self.headline)
+            points = tables.series_points(self.store, self.profile, m, c)
+            point = tables.recipe_point(points.get(series, []), recipe)
             for r in tables.paired_at_matched_ratio(self.store, self.profile, m, c, point["plan"],
-                                                          self.headline_series) if point else []:
+                                                    series) if point else []:
+                if peers_only and points[r["series"]][0].get("family") == "ours":
+                    continue
                 verdict = ("ours lower" if r["kl_diff_hi"] < 0 else "peer lower" if r["kl_diff_lo"] > 0
                            else "not resolved")
-                self.paired.append(dict(r, model=m, corpus=c, verdict=verdict, read=PAIRED_READ[r["match"]],
-                                        diff=with_ci(r["kl_diff"], r["kl_diff_lo"], r["kl_diff_hi"], report.fixed(4))))
+                rows.append(dict(r, model=m, corpus=c, verdict=verdict, read=PAIRED_READ[r["match"]],
+                                 diff=with_ci(r["kl_diff"], r["kl_diff_lo"], r["kl_diff_hi"], report.fixed(4))))
+        return rows
+
+    def _paired_table(self, name: str, rows: list[dict[str, Any]], caption: str) -> None:
+        self._table(name, rows, [report.Column("model", "model", str, "l"),
+                                 report.Column("corpus", "corpus", str, "l"),
+                                 report.Column("peer_plan", "peer point(s)", display_label, "l"),
+                                 report.Column("read", "matched at", str, "l"),
+                                 report.Column("ours_ratio", "ours ratio", report.fixed(2)),
+                                 report.Column("peer_ratio", "peer ratio", report.fixed(2)),
+                                 report.Column("ours_kl", "ours KL", report.fixed(4)),
+                                 report.Column("peer_kl", "peer KL", report.fixed(4)),
+                                 report.Column("diff", "KL ours − peer [95 % CI]", str, "l"),
+                                 report.Column("verdict", "verdict", str, "l")],
+                    caption + " 'our ratio': the peer read at our point's ratio, each passage's KL interpolated "
+                    "in log between the peer's two points that bracket it; 'peer's ratio' (our ratio beyond the "
+                    "peer's range): our series read the same way at the ratio of the peer's nearest point; "
+                    "'own ratios' (neither possible): both points as measured, each at its own ratio, a "
+                    "dominance reading, not an equal-byte one. Bootstrap CI of the per-passage KL difference "
+                    "(negative: ours lower); 'not resolved' when the interval contains zero.", size="\\scriptsize")
+
+    def write_paired(self) -> list[dict[str, Any]]:
+        """The headline recipe against every other series (ours and the peers') at matched ratio."""
+        self.paired = self._paired_rows(self.headline, self.headline_series, peers_only=False)
         if self.paired:
-            self._table("paired", self.paired, [report.Column("model", "model", str, "l"),
-                               report.Column("corpus", "corpus", str, "l"),
-                               report.Column("peer_plan", "peer point(s)", display_label, "l"),
-                               report.Column("read", "matched at", str, "l"),
-                               report.Column("ours_ratio", "ours ratio", report.fixed(2)), report.Column("peer_ratio", "peer ratio", report.fixed(2)),
-                               report.Column("ours_kl", "ours KL", report.fixed(4)), report.Column("peer_kl", "peer KL", report.fixed(4)),
-                               report.Column("diff", "KL ours − peer [95 % CI]", str, "l"),
-                               report.Column("verdict", "verdict", str, "l")],
-                               f"{self.headline} against every other series at the same ratio, paired over the same "
-                               "passages. 'our ratio': the peer read at our point's ratio, each passage's KL "
-                               "interpolated in log between the peer's two points that bracket it; 'peer's ratio' "
-                               "(our ratio beyond the peer's range): our series read the same way at the ratio of the "
-                               "peer's nearest point; 'own ratios' (neither possible): both points as measured, each at "
-                               "its own ratio. Bootstrap CI of the per-passage KL difference (negative: ours lower); "
-                               "'not resolved' when the interval contains zero.", size="\\scriptsize")
+            self._paired_table("paired", self.paired, f"{self.headline} against every other series at the same "
+                               "ratio, paired over the same passages.")
         return self.paired
+
+    def write_paired_recipe(self, recipe: str = "ours-5x", series: str = "ours") -> list[dict[str, Any]]:
+        """Another recipe of ours (its point on ``series``) against the peers only, as table
+        ``paired-<recipe>``: how the recipe fares without the headline's parts."""
+        rows = self._paired_rows(recipe, series, peers_only=True)
+        self.paired_recipes[recipe] = rows
+        if rows:
+            self._paired_table(f"paired-{recipe}", rows, f"{recipe} against each peer series at the same ratio, "
+                               "paired over the same passages.")
+        return rows
 
     def _parts_rows(self, recipe: str, **kwargs: Any) -> list[dict[str, Any]]:
         rows = decorate([dict(r, model=m, corpus=c) for m, c in self.settings
@@ -290,6 +319,11 @@ class E2EReport:
     def write_error_vs_kl(self) -> dict[str, tuple[float, float, float]]:
         """KL against K and V relative MSE for every frontier point of the main setting, with ρ and CIs."""
         scored, kl_pp = tables.series_per_passage(self.store, self.profile, self.model, self.corpus)
+        # an entropy-coded twin decodes to the same values as its fixed-rate point (same errors, same
+        # KL, other bytes): one point per reconstruction, so no configuration counts twice
+        keep = sorted({(r["k_rel_mse"], r["v_rel_mse"], tuple(kl)): i
+                       for i, (r, kl) in reversed(list(enumerate(zip(scored, kl_pp))))}.values())
+        scored, kl_pp = [scored[i] for i in keep], kl_pp[keep]
         self.rho = {s: rank_correlation_ci([r[f"{s}_rel_mse"] for r in scored], kl_pp) for s in ("k", "v")}
         self.n_scored_points = len(scored)
         plt = report.setup_style()
@@ -314,6 +348,8 @@ class E2EReport:
             # n_eval continuation tokens give n_eval - 1 scored next-token predictions per passage
             values.update({"Ctx": str(P["ctx"]), "NEval": str(P["n_eval"]), "Passages": str(P["n_passages"]),
                            "NScored": str(P["n_eval"] - 1), "NScoredTotal": f"{(P['n_eval'] - 1) * P['n_passages']:,}"})
+            if "calib_passages" in P:  # the calibration tables' passages (every e2e cell names them)
+                values["CalibPassages"] = str(P["calib_passages"])
         cells = self._main_cells()
         head, ablation = cells["head"], cells["ablation"]
         for cell, prefix in ((head, "head"), (ablation, "ablation")):
@@ -325,8 +361,16 @@ class E2EReport:
             key = f"{r['model']} {r['corpus']} {r['series']}"
             for t in TARGETS:
                 values[f"{key} {t.replace('<=', ' at ')}"] = report.latex_escape(r[t])
-        for r in self.paired:
-            values[f"{r['model']} {r['corpus']} vs {r['series']} diff"] = f"{r['kl_diff']:.4f}"
+        # each paired row: "<model> <corpus> vs <series> diff" (and its ci, both ratios and KLs); another
+        # recipe's rows are prefixed by its name
+        for prefix, rows in [("", self.paired)] + [(f"{k} ", v) for k, v in self.paired_recipes.items()]:
+            for r in rows:
+                key = f"{prefix}{r['model']} {r['corpus']} vs {r['series']}"
+                values[f"{key} diff"] = f"{r['kl_diff']:.4f}"
+                values[f"{key} diff ci"] = f"[{r['kl_diff_lo']:.4f}, {r['kl_diff_hi']:.4f}]"
+                values[f"{key} ours ratio"], values[f"{key} peer ratio"] = f"{r['ours_ratio']:.2f}", f"{r['peer_ratio']:.2f}"
+                values[f"{key} ours kl"], values[f"{key} peer kl"] = f"{r['ours_kl']:.4f}", f"{r['peer_kl']:.4f}"
+                values[f"{key} verdict"] = r["verdict"]
         # each plan of the long-context cells at its longest context ("Long ours-klt-sal ratio", "... ctx")
         for c in self._long_cells():
             for r in c.rows:
@@ -335,6 +379,7 @@ class E2EReport:
                 values[f"{key} ratio"], values[f"{key} kl"] = f"{r['ratio_vs_bf16']:.2f}", f"{r['kl_mean']:.4f}"
                 if r.get("kl_ci_lo") is not None:
                     values[f"{key} kl ci"] = f"[{r['kl_ci_lo']:.4f}, {r['kl_ci_hi']:.4f}]"
+        values["LongTargetSentence"] = self._long_target_sentence()
         values.update(self._headline_values())
         values.update(self._ablation_values(ablation))
         for key, (val, lo, hi) in self.rho.items():
@@ -358,7 +403,9 @@ class E2EReport:
             values["HeadlineDelta"] = f"{head_row['delta_ppl_pct']:+.2f}"
             values["HeadlineDeltaCi"] = f"[{head_row['delta_ppl_ci_lo']:+.2f}, {head_row['delta_ppl_ci_hi']:+.2f}]"
             values["HeadlineTopOne"] = f"{head_row['top1_pct']:.1f}"
+            values.update(self._tables_break_even(head_row))
         # the tuned point on every other setting (held-out transfers): "Headline at <model> <corpus> kl"
+        held_out: list[tuple[str, str, float]] = []
         for m, c in self.settings:
             if (m, c) == (self.model, self.corpus):
                 continue
@@ -367,10 +414,13 @@ class E2EReport:
             if point is not None:
                 values[f"Headline at {m} {c} ratio"] = f"{point['ratio_vs_bf16']:.2f}"
                 values[f"Headline at {m} {c} kl"] = f"{point['kl_mean']:.4f}"
+                held_out.append((m, c, float(point["kl_mean"])))
+        values["HeldOutSentence"] = self._held_out_sentence(held_out)
         main = [r for r in self.summary if (r["model"], r["corpus"]) == (self.model, self.corpus)]
         ours = [r for r in main if r["series"] == self.headline_series]
         if ours:
             values["OursKlTenRatio"] = report.latex_escape(ours[0]["kl<=0.01"])
+            values["OursKlTenRatioCi"] = report.latex_escape(ours[0]["kl<=0.01 ci"])
             values["OursPplOneRatio"] = report.latex_escape(ours[0]["dppl<=1"])
         # our recipe families at KL <= 0.01 on the main setting ("--" when a series is absent)
         for name in ("ours", "ours-klt", "ours-klt-alloc", "ours-klt-sal"):
@@ -381,7 +431,55 @@ class E2EReport:
             best = max(peers, key=lambda r: r["kl<=0.01 ratio"])
             values["BestPeer"] = report.latex_escape(best["series"])
             values["BestPeerKlTenRatio"] = report.latex_escape(best["kl<=0.01"])
+            values["BestPeerKlTenRatioCi"] = report.latex_escape(best["kl<=0.01 ci"])
         return values
+
+    def _long_target_sentence(self) -> str:
+        """Each tuned recipe of the longest long-context cell against the KL target it was tuned for
+        at the main context, the direction worded from the numbers."""
+        from ..llm import recipes  # noqa: PLC0415
+
+        cells = self._long_cells()
+        if not cells:
+            return "This profile has no long-context cell."
+        ctx, names = cells[-1].cell.params["ctx"], set(recipes.names())
+        read = [(r, recipes.load(r["plan"]).tuning["target_kl"]) for c in cells if c.cell.params["ctx"] == ctx
+                for r in c.rows if r["plan"] in names and recipes.load(r["plan"]).tuning]
+        if not read:
+            return "No tuned recipe was run at the longest context."
+        parts = ", ".join(f"{r['plan']} KL {r['kl_mean']:.4f} [{r['kl_ci_lo']:.4f}, {r['kl_ci_hi']:.4f}] "
+                          f"(target {t:g})" for r, t in read)
+        above = [r["plan"] for r, t in read if r["kl_mean"] > t]
+        verdict = (f"above its target: {', '.join(above)}" if above else "every one within its target")
+        return (f"Tuned at the main context, the recipes read at {ctx} tokens: {parts}; "
+                f"{verdict}.")
+
+    def _held_out_sentence(self, held_out: list[tuple[str, str, float]]) -> str:
+        """The tuned point's KL on the held-out settings against its tuning target, its direction
+        worded from the numbers (so the prose cannot claim a transfer the cells do not show)."""
+        from ..llm import recipes  # noqa: PLC0415
+
+        tuning = recipes.load(self.headline).tuning
+        if not held_out or not tuning:
+            return "This profile has no held-out setting."
+        target = float(tuning["target_kl"])
+        readings = " and ".join(f"{kl:.4f} on {m} / {c}" for m, c, kl in held_out)
+        above = [kl > target for _, _, kl in held_out]
+        verdict = ("above that target" if all(above) else "within that target" if not any(above)
+                   else "above that target on some settings and within it on others")
+        return (f"Transferred without retuning, the tuned point reads KL {readings}, against the {target:g} it "
+                f"was tuned for on calibration passages of {self.model} / {self.corpus}: {verdict}.")
+
+    def _tables_break_even(self, head_row: dict[str, Any]) -> dict[str, str]:
+        """How many prompts' compressed caches (at the headline point) the per-model tables weigh."""
+        table_bytes = head_row.get("kvtc_artifact_bytes")
+        cell = tables.series_cells(self.store, self.profile, self.model, self.corpus).get(self.headline_series)
+        if not table_bytes or cell is None:
+            return {}
+        cell = self.store.load(cell.cell, with_results=True)
+        result = cell.results["results"][[r["plan"] for r in cell.rows].index(head_row["plan"])]
+        per_prompt = result["bytes_compressed"] / head_row["n_passages"]
+        return {"HeadlineTablesMb": f"{table_bytes / 1e6:.1f}", "HeadlineTablesPrompts": f"{table_bytes / per_prompt:.1f}"}
 
     @staticmethod
     def _ablation_values(ablation: CellResult | None) -> dict[str, str]:

@@ -128,11 +128,14 @@ def frontier_summary(store: Store, profile: str, kl_targets: Sequence[float] = K
     """
     out = []
     for model, corpus in settings(store, profile):
-        cells = series_cells(store, profile, model, corpus)
+        cells = {name: _with_results(store, cell) for name, cell in series_cells(store, profile, model, corpus).items()}
         points = {name: list(cell.rows) for name, cell in cells.items()}
+        per_passage = {name: np.array([[float(p["kl_mean"]) for p in res["per_passage"]]
+                                       for res in cell.results["results"]]) for name, cell in cells.items()}
         coded = {name: rows for name, cell in cells.items() if (rows := _coded_rows(store, cell)) is not None}
         coded_rows = {r["series"]: r for r in frontier_table(coded, (0.01,), ppl_target)}
-        for row in frontier_table({s: points[s] for s in _ours_first(points)}, kl_targets, ppl_target):
+        for row in frontier_table({s: points[s] for s in _ours_first(points)}, kl_targets, ppl_target,
+                                  per_passage_kl=per_passage):
             reading = coded_rows.get(row["series"])
             out.append({"model": model, "corpus": corpus, **row,
                         "coded kl<=0.01": reading["kl<=0.01"] if reading else None,

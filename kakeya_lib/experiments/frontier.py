@@ -169,9 +169,53 @@ def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any], metric: str = 
     return PairedDifference(metric, float(diff.mean()), float(lo), float(hi), int(diff.size))
 
 
+def ratio_at_ci(points: Sequence[Mapping[str, Any]], per_passage_kl: np.ndarray, target: float,
+                n_boot: int = 2000, seed: int = 0) -> tuple[RatioAt, RatioAt]:
+    """95 % percentile-bootstrap interval of :func:`ratio_at` for ``kl_mean <= target``.
+
+    Passages are resampled together for every point of the series (they are the same passages),
+    each point's KL is the mean over the resample, and the series is read again; the points'
+    ratios stay as measured (their bytes vary far less than their KL across passages).
+
+    Parameters
+    ----------
+    points : the series' rows (``ratio_vs_bf16``), in the order of ``per_passage_kl``'s rows
+    per_passage_kl : (P, N) array, each point's KL on each of the N passages
+
+    Returns
+    -------
+    (lo, hi) : the 2.5th and 97.5th percentiles as :class:`RatioAt`; a resample in which no point
+    meets the bar counts as the lowest reading (``lo`` is then ``below_range``), one in which every
+    point does as the largest measured ratio (``hi`` is then ``above_range``, a lower bound).
+    """
+    kl = np.asarray(per_passage_kl, dtype=np.float64)
+    if kl.ndim != 2 or kl.shape[0] != len(points) or kl.shape[1] < 2:
+        raise InputError(f"per_passage_kl must be (points={len(points)}, passages >= 2), got {kl.shape}")
+    idx = np.random.default_rng(seed).integers(0, kl.shape[1], size=(n_boot, kl.shape[1]))
+    readings = []
+    for means in kl[:, idx].mean(axis=2).T:  # (n_boot, P): each resample's KL per point
+        r = ratio_at([{"ratio_vs_bf16": p["ratio_vs_bf16"], "kl_mean": m} for p, m in zip(points, means)],
+                     target, "kl_mean")
+        readings.append(r)
+    values = np.array([-math.inf if r.ratio is None else r.ratio for r in readings])
+    lo_v, hi_v = np.percentile(values, [2.5, 97.5], method="inverted_cdf")
+    top = max(float(p["ratio_vs_bf16"]) for p in points)
+
+    def bound(v: float) -> RatioAt:
+        if v == -math.inf:
+            return RatioAt(None, "below_range", "kl_mean", target)
+        return RatioAt(float(v), "above_range" if v == top and any(r.kind == "above_range" for r in readings)
+                       else "interpolated", "kl_mean", target)
+
+    return bound(lo_v), bound(hi_v)
+
+
 def frontier_table(series: Mapping[str, Sequence[Mapping[str, Any]]], kl_targets: Sequence[float] = (0.005, 0.01, 0.02),
-                   ppl_target: float = 1.0) -> list[dict[str, Any]]:
-    """One row per series: its ratio at each KL target and at Δppl <= ``ppl_target`` %."""
+                   ppl_target: float = 1.0, per_passage_kl: Mapping[str, np.ndarray] | None = None,
+                   ci_target: float = 0.01) -> list[dict[str, Any]]:
+    """One row per series: its ratio at each KL target and at Δppl <= ``ppl_target`` %; with
+    ``per_passage_kl`` ((P, N) per series), also the bootstrap interval of the ratio at
+    KL <= ``ci_target`` (:func:`ratio_at_ci`) as ``"kl<=<t> ci"``."""
     rows = []
     for name, points in series.items():
         model_bytes = max((int(p.get("kvtc_artifact_bytes") or 0) for p in points), default=0)
@@ -183,6 +227,9 @@ def frontier_table(series: Mapping[str, Sequence[Mapping[str, Any]]], kl_targets
             row[f"kl<={t:g}"] = r.text()
             row[f"kl<={t:g} ratio"] = r.ratio
             row[f"kl<={t:g} kind"] = r.kind
+        if per_passage_kl is not None and name in per_passage_kl:
+            lo, hi = ratio_at_ci(points, per_passage_kl[name], ci_target)
+            row[f"kl<={ci_target:g} ci"] = "--" if hi.ratio is None else f"[{lo.text()}, {hi.text()}]"
         r = ratio_at(points, ppl_target, "delta_ppl_pct")
         row[f"dppl<={ppl_target:g}"] = r.text()
         row[f"dppl<={ppl_target:g} ratio"] = r.ratio
