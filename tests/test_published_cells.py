@@ -107,3 +107,20 @@ def test_a_calibrated_structure_was_tuned_off_its_calibration_documents():
         res = store.load(c.cell, with_results=True).results
         assert not set(used) & {d for docs in res["doc_ids"] for d in docs}
         assert all(exclusion_tag(used) + ":" in pid for pid in res["passage_ids"])
+
+
+def test_the_saliency_exponent_is_the_one_its_tuning_runs_chose():
+    # ours-klt-sal's gamma was chosen between tuning runs that differ only in it: the run whose rule
+    # selects the larger ratio at the recipe's target wins.
+    from kakeya_lib.codecs.spec import split_spec
+
+    recipe = recipes.load("ours-klt-sal")
+    target = recipe.tuning["target_kl"]
+    runs = {}
+    for c in Store().cells("paper", "e2e/tuning"):
+        base = c.cell.params.get("base") or {}
+        if str(base.get("name", "")).startswith("ours-klt-sal") and (chosen := e2e.select_by_kl(c.rows, target)):
+            runs[float(split_spec(base["k"])[1]["saliency"])] = chosen["ratio_vs_bf16"]
+    assert len(runs) >= 2, f"the exponent needs at least two tuning runs to choose from, found {sorted(runs)}"
+    best = max(runs, key=runs.get)
+    assert float(split_spec(recipe.plan().k)[1]["saliency"]) == best, f"tuning runs chose gamma {best}: {runs}"
