@@ -65,6 +65,19 @@ def test_tuned_recipes_come_from_a_calib_tuning_cell_by_its_rule(recipe):
     assert plan.protect_tokens == chosen["protect_tokens"]
 
 
+@pytest.mark.parametrize("recipe", tuned_recipes(), ids=lambda r: r.name)
+def test_tuned_steps_lie_inside_their_tuning_grid(recipe):
+    # The rule picks the largest ratio under the target among the grid's points; a pick on the grid's
+    # edge may only mean the grid stopped short of a better point, so each chosen step needs a grid
+    # step on either side of it.
+    (cell,) = [c for c in Store().cells("paper", "e2e/tuning") if c.cell.relpath.as_posix() == recipe.tuning["cell"]]
+    chosen = e2e.select_by_kl(cell.rows, recipe.tuning["target_kl"])
+    for key in ("k_step", "v_step"):
+        grid = sorted({r[key] for r in cell.rows})
+        assert grid[0] < chosen[key] < grid[-1], \
+            f"{recipe.name}: {key} {chosen[key]} lies on the edge of its tuning grid {grid}"
+
+
 def test_tuning_rows_are_the_current_template_at_their_steps():
     # A tuning cell is named by its steps: its stored specs must still be today's recipe structure.
     for c in Store().cells("paper", "e2e/tuning"):
