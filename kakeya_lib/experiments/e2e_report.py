@@ -48,6 +48,14 @@ QUALITY = [report.Column("exact", "exact tokens", str, "l"), report.Column("rati
 TARGETS = [f"kl<={t:g}" for t in tables.KL_TARGETS] + [f"dppl<={tables.PPL_TARGET:g}"]
 
 
+def _tuning_targets() -> dict[str, float]:
+    """Each tuned recipe's KL target (from its tuning record), by recipe name."""
+    from ..llm import recipes  # noqa: PLC0415  (torch-side package: imported only when macros are written)
+
+    loaded = (recipes.load(n) for n in recipes.names())
+    return {r.name: float(r.tuning["target_kl"]) for r in loaded if r.tuning}
+
+
 def _family_style(name: str) -> str:
     """Marker and line by family: ours, KVTC, the fixed-rate peers."""
     return "o-" if name.startswith("ours") else "s--" if name.startswith("KVTC") else "^:"
@@ -437,14 +445,12 @@ class E2EReport:
     def _long_target_sentence(self) -> str:
         """Each tuned recipe of the longest long-context cell against the KL target it was tuned for
         at the main context, the direction worded from the numbers."""
-        from ..llm import recipes  # noqa: PLC0415
-
         cells = self._long_cells()
         if not cells:
             return "This profile has no long-context cell."
-        ctx, names = cells[-1].cell.params["ctx"], set(recipes.names())
-        read = [(r, recipes.load(r["plan"]).tuning["target_kl"]) for c in cells if c.cell.params["ctx"] == ctx
-                for r in c.rows if r["plan"] in names and recipes.load(r["plan"]).tuning]
+        ctx, targets = cells[-1].cell.params["ctx"], _tuning_targets()
+        read = [(r, targets[r["plan"]]) for c in cells if c.cell.params["ctx"] == ctx
+                for r in c.rows if r["plan"] in targets]
         if not read:
             return "No tuned recipe was run at the longest context."
         parts = ", ".join(f"{r['plan']} KL {r['kl_mean']:.4f} [{r['kl_ci_lo']:.4f}, {r['kl_ci_hi']:.4f}] "
@@ -457,12 +463,9 @@ class E2EReport:
     def _held_out_sentence(self, held_out: list[tuple[str, str, float]]) -> str:
         """The tuned point's KL on the held-out settings against its tuning target, its direction
         worded from the numbers (so the prose cannot claim a transfer the cells do not show)."""
-        from ..llm import recipes  # noqa: PLC0415
-
-        tuning = recipes.load(self.headline).tuning
-        if not held_out or not tuning:
+        target = _tuning_targets().get(self.headline)
+        if not held_out or target is None:
             return "This profile has no held-out setting."
-        target = float(tuning["target_kl"])
         readings = " and ".join(f"{kl:.4f} on {m} / {c}" for m, c, kl in held_out)
         above = [kl > target for _, _, kl in held_out]
         verdict = ("above that target" if all(above) else "within that target" if not any(above)
