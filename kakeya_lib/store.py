@@ -227,6 +227,46 @@ class Store:
                 continue
             yield self.load(cell)
 
+    def copy_cells_from(self, other: "Store", commit: str, profile: str | None = None) -> list[Path]:
+        """Copy into this store every complete cell of ``other`` computed at ``commit`` from a
+        clean tree; a cell already here at the same path is replaced, unless it is identical.
+
+        What a recompute at one commit needs: its fresh store is seeded with the cells this store
+        already holds at that commit (so it resumes), and its cells are copied back as they finish.
+        Each copied cell is read back through :meth:`load`, so a damaged one is refused.
+
+        Parameters
+        ----------
+        other : the store to copy from
+        commit : the full git sha the cells' provenance must record (with ``dirty: false``)
+        profile : copy only this profile's cells (default: all)
+
+        Returns
+        -------
+        The relative paths of the cells copied (identical ones skipped).
+        """
+        if not re.fullmatch(r"[0-9a-f]{40}", commit):
+            raise InputError(f"commit {commit!r}: give the full 40-hex-digit sha")
+        copied = []
+        for res in other.cells(profile):
+            git = res.provenance.get("git") or {}
+            if git.get("sha") != commit or git.get("dirty") is not False:
+                continue
+            src, dst = other.path(res.cell), self.path(res.cell)
+            names = sorted(f.name for f in src.iterdir() if f.is_file())
+            if dst.is_dir() and names == sorted(f.name for f in dst.iterdir() if f.is_file()) and all(
+                    (src / n).read_bytes() == (dst / n).read_bytes() for n in names):
+                continue
+            tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src, tmp)
+            if dst.exists():
+                shutil.rmtree(dst)
+            os.replace(tmp, dst)
+            self.load(res.cell)
+            copied.append(res.cell.relpath)
+        return copied
+
     def largest(self, profile: str, analysis: str, model: str, corpus: str, label_prefix: str | None = None
                 ) -> CellResult | None:
         """The cell of ``analysis`` with the most passages (then the longest context), or None:

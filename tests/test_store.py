@@ -139,3 +139,32 @@ def test_kakeya_results_dir_points_the_default_store_elsewhere(tmp_path):
     env = {**os.environ, "KAKEYA_RESULTS_DIR": str(tmp_path / "elsewhere")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(tmp_path / "elsewhere")
+
+
+def _set_git(store: Store, cell: Cell, sha: str, dirty: bool) -> None:
+    prov_path = store.path(cell) / "provenance.json"
+    prov = json.loads(prov_path.read_text())
+    prov["git"] = {"sha": sha, "dirty": dirty}
+    prov_path.write_text(json.dumps(prov))
+
+
+def test_copy_cells_from_takes_only_clean_cells_of_one_commit(tmp_path):
+    src, dst = Store(tmp_path / "fresh"), Store(tmp_path / "committed")
+    sha, other_sha = "a" * 40, "b" * 40
+    here, elsewhere, dirty = make_cell(seed=0), make_cell(seed=1), make_cell(seed=2)
+    for cell, (commit, is_dirty) in zip((here, elsewhere, dirty), ((sha, False), (other_sha, False), (sha, True))):
+        src.save(cell, [{"plan": "x", "kl": 0.5}])
+        _set_git(src, cell, commit, is_dirty)
+    dst.save(here, [{"plan": "x", "kl": 0.7}])  # an older result at the same path is replaced
+
+    assert dst.copy_cells_from(src, sha) == [here.relpath]
+    assert dst.load(here).rows == [{"plan": "x", "kl": 0.5}]
+    assert dst.load(here).provenance["git"]["sha"] == sha
+    assert not dst.has(elsewhere) and not dst.has(dirty)
+    assert dst.copy_cells_from(src, sha) == []  # identical cells are not copied again
+    assert not [p for p in dst.path(here).parent.iterdir() if p.name.startswith(".")]
+
+
+def test_copy_cells_from_refuses_a_short_sha(tmp_path):
+    with pytest.raises(InputError, match="40-hex-digit"):
+        Store(tmp_path / "a").copy_cells_from(Store(tmp_path / "b"), "abc123")
