@@ -223,7 +223,8 @@ def test_split_rule_is_stable_and_about_ten_percent(synth):
     ids = [f"document {i}" for i in range(20_000)]
     calib = sum(split_of(i) == "calib" for i in ids) / len(ids)
     assert 0.09 < calib < 0.11
-    assert [split_of(i) for i in ids[:50]] == [split_of(i) for i in ids[:50]]
+    # pinned: a process-salted hash (or any change of the rule) would move documents between splits
+    assert [i for i in range(100) if split_of(ids[i]) == "calib"] == [21, 22, 51, 55, 59, 61, 75, 77, 79, 80, 85, 94, 96, 97]
     ev, ca = corpora.split_rows(synth, "eval"), corpora.split_rows(synth, "calib")
     assert ca and not set(ev) & set(ca) and sorted(ev + ca) == list(range(len(synth)))
     sotu = load_corpus("sotu")

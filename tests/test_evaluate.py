@@ -39,6 +39,30 @@ def test_two_bit_codec_reports_nonzero_error_and_a_byte_ratio():
     assert len(r["per_passage"]) == len(PASSAGES)
 
 
+def test_roundtrip_bytes_are_the_blobs_the_codecs_wrote_plus_the_exact_tokens(monkeypatch):
+    from kakeya_lib.codecs.base import Codec
+    from kakeya_lib.llm.plan import KVPlan
+
+    lengths = []
+    encode = Codec.encode
+
+    def recording(self, x, weights=None):
+        blob = encode(self, x, weights)
+        lengths.append(len(blob))
+        return blob
+
+    monkeypatch.setattr(Codec, "encode", recording)
+    model = tiny_model("llama")
+    cfg = model.config
+    r = evaluate(model, PASSAGES, CTX, KVPlan("kakeya:bits=2,block=64", protect_tokens=2), progress=False)
+    n_blobs = len(PASSAGES) * cfg.num_hidden_layers * 2  # one K and one V blob per layer and passage
+    assert len(lengths) == n_blobs
+    exact = len(PASSAGES) * cfg.num_hidden_layers * 2 * 2 * cfg.num_key_value_heads * 2 * cfg.head_dim  # 2 tokens, bf16
+    assert r["bytes_compressed"] == sum(lengths) + exact
+    assert sum(layer["protected_bytes"] for layer in r["per_layer"]) == exact
+    assert r["ratio_vs_bf16"] > 1
+
+
 def test_uncompressed_layers_are_counted_as_bf16_and_asymmetric_codecs_apply():
     model = tiny_model("gemma3")  # layers 0, 1 slide: they pass through uncompressed
     r = evaluate(model, PASSAGES, CTX, "kakeya:bits=2,block=64", v_codec="identity", progress=False)

@@ -39,6 +39,8 @@ def test_layer_rows_sum_bytes_and_error_over_passages(rows):
 def test_summary_ratio_and_inflation(rows):
     summary = {r["config"]: r for r in mse_tables.config_summary(rows, "ref")}
     assert summary["ref"]["k_inflation"] == 1.0
+    assert summary["tq"]["k_inflation"] == pytest.approx(summary["tq"]["k_rel_mse"] / summary["ref"]["k_rel_mse"])
+    assert summary["tq"]["k_inflation"] != pytest.approx(1.0)
     mine = [r for r in rows if r["config"] == "tq" and r["stream"] in ("k", "v")]
     assert summary["tq"]["ratio_vs_bf16"] == pytest.approx(sum(r["bf16_bytes"] for r in mine) / sum(r["bytes"] for r in mine))
     kept = [r["rel_mse"] for r in mine if r["stream"] == "k" and r["layer"] != 0]

@@ -123,9 +123,10 @@ def test_weighted_rows_reconstruct_better(rng):
     weighted = codec.decode(codec.encode(x, weights=w))
     err_plain = float(((plain[17] - x[17]) ** 2).sum())
     err_weighted = float(((weighted[17] - x[17]) ** 2).sum())
-    assert err_weighted <= 1.1 * err_plain
+    # the weighted basis is pulled to row 17: its error falls by orders of magnitude, not a little
+    assert err_weighted < 0.01 * err_plain
     avg = float(((weighted - x) ** 2).sum(axis=1).mean())
-    assert err_weighted <= 1.1 * avg
+    assert err_weighted < 0.01 * avg
 
 
 # -- shapes and dtypes -------------------------------------------------------------------------

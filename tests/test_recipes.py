@@ -74,7 +74,10 @@ def test_a_recipe_needing_a_missing_feature_is_refused_by_name(monkeypatch, caps
 def test_cli_refuses_calibrating_on_the_evaluation_split(capsys):
     assert cli.main(["eval", "--codec", "kakeya", "--qprecond", "calib", "--split", "calib"]) == 2
     assert "calib split" in capsys.readouterr().err
+    assert cli.main(["eval", "--recipe", "ours-klt", "--split", "calib"]) == 2  # its tables fit on calib
+    assert "calib split" in capsys.readouterr().err
     assert cli.main(["eval", "--recipe", "ours-k3v3-sink", "--qprecond", "calib"]) == 2
+    assert "names the whole configuration" in capsys.readouterr().err
 
 
 def test_every_seed_recipe_now_plans():

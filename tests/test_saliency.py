@@ -95,16 +95,38 @@ def test_plans_ask_for_saliency_where_a_codec_uses_it():
     assert {p.saliency_queries for _, _, p in probes} == {64}
 
 
-def test_the_harness_weights_rows_by_saliency(tiny_corpus, calib_dir):
+def test_the_harness_weights_rows_by_saliency(tiny_corpus, calib_dir, monkeypatch):
+    from kakeya_lib.codecs.base import Codec
+
     model = tiny_model("llama")
     tok = TinyTokenizer()
     plain = KVPlan(SPEC, protect_tokens=1, name="plain")
     salient = KVPlan(SPEC + ",saliency=0.5", protect_tokens=1, saliency_queries=8, name="salient")
-    rows = evaluate_many(model, EVAL, CTX, [plain, salient], progress=False, corpus=tiny_corpus, tokenizer=tok,
-                         calib_passages=2)
+    resolved = [resolve_for_model(p, model, corpus=tiny_corpus, tokenizer=tok, ctx=CTX, n_passages=2)
+                for p in (plain, salient)]
+    received = []
+    encode = Codec.encode
+
+    def spy(self, x, weights=None):
+        received.append(None if weights is None else np.array(weights))
+        return encode(self, x, weights)
+
+    monkeypatch.setattr(Codec, "encode", spy)
+    rows = evaluate_many(model, EVAL[:1], CTX, resolved, progress=False)
     assert rows[1]["saliency_queries"] == 8 and "saliency_queries" not in rows[0]
-    assert rows[0]["bytes_compressed"] != rows[1]["bytes_compressed"]  # the weights reached the codec
     assert all(np.isfinite(r["kl_mean"]) for r in rows)
+    # what the codecs received: nothing for the plain plan; for the salient one, every layer's
+    # weights of the coded rows (after the sink), for K and for V alike
+    n_layers, heads = model.config.num_hidden_layers, model.config.num_key_value_heads
+    assert len(received) == 2 * 2 * n_layers and all(w is None for w in received[: 2 * n_layers])
+    ref = make_cache(model)
+    ref.captured_queries = {}
+    with torch.no_grad():
+        model(torch.tensor([EVAL[0][:CTX]]), cache=ref)
+    expected = saliency.layer_weights(model, ref, 8, rope_kinds(model))
+    for i in range(n_layers):
+        for w in received[2 * n_layers + 2 * i : 2 * n_layers + 2 * i + 2]:
+            np.testing.assert_array_equal(w, expected[i][1 * heads : CTX * heads])
 
 
 def test_the_streaming_cache_codes_a_prefill_with_the_roundtrip_weights(tiny_corpus, calib_dir, tmp_path):

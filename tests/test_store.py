@@ -69,6 +69,27 @@ def test_a_failed_write_keeps_the_previous_cell(tmp_path):
     assert store.load(make_cell()).rows == [{"x": 1}]
 
 
+def test_a_write_interrupted_midway_leaves_the_previous_cell_and_no_debris(tmp_path, monkeypatch):
+    from kakeya_lib import store as store_module
+
+    store = Store(tmp_path)
+    store.save(make_cell(), [{"x": 1}], results={"r": 1})
+    write = store_module._write_json
+
+    def fail_on_provenance(path, obj):  # rows.json and results.json are written, then the disk fails
+        if path.name == "provenance.json":
+            raise OSError("disk full")
+        write(path, obj)
+
+    monkeypatch.setattr(store_module, "_write_json", fail_on_provenance)
+    with pytest.raises(OSError, match="disk full"):
+        store.save(make_cell(), [{"x": 2}], results={"r": 2})
+    monkeypatch.undo()
+    assert store.load(make_cell(), with_results=True).rows == [{"x": 1}]
+    assert store.load(make_cell(), with_results=True).results == {"r": 1}
+    assert not [p for p in store.path(make_cell()).parent.iterdir() if p.name.startswith(".")]
+
+
 def test_incomplete_or_edited_cells_are_not_trusted(tmp_path):
     store = Store(tmp_path)
     store.save(make_cell(), [{"x": 1}])

@@ -36,15 +36,24 @@ def test_expand_builds_the_notebook_cells_and_rejects_bad_keys():
     assert [t.kind for t in s.tasks] == ["head_to_head", "head_to_head"]
     notebook = e2e.head_to_head("smoke", "tiny-llama", "sotu", e2e.Size(32, 8, 3, 0, 1), PAIRS, [])
     assert s.tasks[0].cell == notebook.cell
-    for bad in ({"bogus": 1}, {"analyses": {"nope": {}}}, {"analyses": {"frontier": {"stepz": [1]}}},
-                {"sizes": [{"ctx": 0, "n_eval": 8, "n_passages": 1}]}, {"models": []}, {"device": "tpu"},
-                {"models": "tiny-llama"}, {"analyses": {"frontier": {}}}, {"analyses": {"depth": {"depths": []}}},
-                {"analyses": {"frontier": {"series": {"x": {"base": "identity"}}}}},
-                {"analyses": {"frontier": {"series": {"x": {"base": "identity", "points": [{}], "oops": 1}}}}},
-                {"analyses": {"tables": {"gain": {}}}}, {"analyses": {"tuning": {"k_steps": []}}},
-                {"settings": [["tiny-llama"]]}, {"settings": [["tiny-llama", "sotu"]], "corpora": ["sotu"]}):
-        with pytest.raises(InputError):
+    no_grid = {k: v for k, v in grid(1).items() if k not in ("models", "corpora")}
+    for bad, why in (({"bogus": 1}, "unknown key"), ({"analyses": {"nope": {}}}, "unknown analysis 'nope'"),
+                     ({"analyses": {"frontier": {"stepz": [1]}}}, r"unknown key\(s\) \['stepz'\]"),
+                     ({"sizes": [{"ctx": 0, "n_eval": 8, "n_passages": 1}]}, "must be positive integers"),
+                     ({"models": []}, "must not be empty"), ({"device": "tpu"}, "device must be"),
+                     ({"models": "tiny-llama"}, "'models' must be a list"),
+                     ({"analyses": {"frontier": {}}}, "non-empty 'series'"),
+                     ({"analyses": {"depth": {"depths": []}}}, "non-empty 'depths'"),
+                     ({"analyses": {"frontier": {"series": {"x": {"base": "identity"}}}}}, "non-empty 'points'"),
+                     ({"analyses": {"frontier": {"series": {"x": {"base": "identity", "points": [{}], "oops": 1}}}}},
+                      r"unknown key\(s\) \['oops'\]"),
+                     ({"analyses": {"tables": {"gain": {}}}}, "non-empty 'entries'"),
+                     ({"analyses": {"tuning": {"k_steps": []}}}, "non-empty 'k_steps'"),
+                     ({"settings": [["tiny-llama", "sotu"]]}, "not both")):
+        with pytest.raises(InputError, match=why):
             sweep.expand({**grid(1), **bad})
+    with pytest.raises(InputError, match=r"must be a \[model, corpus\] pair"):
+        sweep.expand({**no_grid, "settings": [["tiny-llama"]]})
 
 
 def test_settings_series_tables_and_tuning_expand_to_their_cells():
