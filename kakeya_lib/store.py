@@ -260,9 +260,13 @@ class Store:
             tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(src, tmp)
-            if dst.exists():
-                shutil.rmtree(dst)
-            os.replace(tmp, dst)
+            if dst.exists():  # as in save(): the old cell moves aside first, so dst is never half there
+                trash = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+                os.replace(dst, trash)
+                os.replace(tmp, dst)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(tmp, dst)
             self.load(res.cell)
             copied.append(res.cell.relpath)
         return copied
