@@ -173,13 +173,7 @@ class Store:
             if results is not None:
                 _write_json(tmp / "results.json", results)
             _write_json(tmp / "provenance.json", _jsonable(prov))
-            if final.exists():
-                trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(final, trash)
-                os.replace(tmp, final)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
+            _move_into_place(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -260,13 +254,7 @@ class Store:
             tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(src, tmp)
-            if dst.exists():  # as in save(): the old cell moves aside first, so dst is never half there
-                trash = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(dst, trash)
-                os.replace(tmp, dst)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, dst)
+            _move_into_place(tmp, dst)
             self.load(res.cell)
             copied.append(res.cell.relpath)
         return copied
@@ -290,6 +278,18 @@ class Store:
                     "cell": res.cell.label}
             out += [{**meta, **r} for r in res.rows]
         return out
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Rename the complete cell ``tmp`` to ``final``; an existing cell moves aside first and is
+    removed after, so ``final`` always holds a whole cell (old or new)."""
+    if final.exists():
+        trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
 
 
 def _write_json(path: Path, obj: Any) -> None:
