@@ -253,8 +253,12 @@ class Store:
                 continue
             tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(src, tmp)
-            _move_into_place(tmp, dst)
+            try:
+                shutil.copytree(src, tmp)
+                _move_into_place(tmp, dst)
+            except BaseException:  # a failed copy leaves the old cell and no partial folder
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             self.load(res.cell)
             copied.append(res.cell.relpath)
         return copied
