@@ -137,3 +137,18 @@ def test_the_saliency_exponent_is_the_one_its_tuning_runs_chose():
     assert len(runs) >= 2, f"the exponent needs at least two tuning runs to choose from, found {sorted(runs)}"
     best = max(runs, key=runs.get)
     assert float(split_spec(recipe.plan().k)[1]["saliency"]) == best, f"tuning runs chose gamma {best}: {runs}"
+
+
+def test_every_cell_the_paper_sweeps_name_is_committed():
+    from kakeya_lib import sweep
+    from kakeya_lib.paths import REPO_ROOT
+
+    paper_sweeps = sorted((REPO_ROOT / "sweeps").glob("paper-*.yaml"))
+    tasks = sweep.combine([sweep.load(p) for p in paper_sweeps]).tasks
+    missing = [str(t.cell.relpath) for t in tasks if not Store(RESULTS_DIR).has(t.cell)]
+    assert tasks and not missing, f"the paper sweeps name cells that are not committed: {missing}"
+
+
+def test_every_paper_cell_was_computed_at_one_commit():
+    shas = {json.loads((c / "provenance.json").read_text())["git"]["sha"] for c in committed_cells()}
+    assert len(shas) == 1, f"paper cells come from {len(shas)} commits: {sorted(shas)}"
