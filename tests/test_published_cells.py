@@ -7,10 +7,11 @@ import json
 
 import pytest
 
+from kakeya_lib import sweep
 from kakeya_lib.experiments import e2e
 from kakeya_lib.llm import corpora, recipes
 from kakeya_lib.llm.plan import template_spec
-from kakeya_lib.paths import RESULTS_DIR
+from kakeya_lib.paths import REPO_ROOT, RESULTS_DIR
 from kakeya_lib.store import Cell, Store
 
 PAPER = RESULTS_DIR / "paper"
@@ -140,12 +141,10 @@ def test_the_saliency_exponent_is_the_one_its_tuning_runs_chose():
 
 
 def test_every_cell_the_paper_sweeps_name_is_committed():
-    from kakeya_lib import sweep
-    from kakeya_lib.paths import REPO_ROOT
-
     paper_sweeps = sorted((REPO_ROOT / "sweeps").glob("paper-*.yaml"))
     tasks = sweep.combine([sweep.load(p) for p in paper_sweeps]).tasks
-    missing = [str(t.cell.relpath) for t in tasks if not Store(RESULTS_DIR).has(t.cell)]
+    store = Store(RESULTS_DIR)
+    missing = [str(t.cell.relpath) for t in tasks if not store.has(t.cell)]
     assert tasks and not missing, f"the paper sweeps name cells that are not committed: {missing}"
 
 
